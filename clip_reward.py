@@ -1,0 +1,261 @@
+"""CLIP as a zero-shot reward model (VLM-RM, Rocamonde et al., ICLR 2024).
+
+The whole method in one module:
+
+    s = normalise(CLIP_image(frame))           # the rendered state
+    g = mean(normalise(CLIP_text(t)) for t in target prompts)
+    b = mean(normalise(CLIP_text(t)) for t in baseline prompts)
+    d = g - b
+    P = alpha * d d^T / |d|^2 + (1 - alpha) * I
+    R = 1 - 1/2 * |P (s - g)|^2
+
+alpha = 0 gives the plain cosine reward s.g; alpha = 1 keeps only the component of
+s along the baseline -> goal direction d ("goal-baseline regularisation").
+
+Usage:
+    reward_model = load_reward_model("ViT-B-32/laion2b_s34b_b79k",
+                                     target_prompts=["a humanoid robot kneeling"],
+                                     baseline_prompts=["a humanoid robot"], alpha=0.5)
+    rewards = reward_model(frames)   # frames: uint8 array (N, H, W, 3) -> float tensor (N,)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Sequence, Union
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MODEL = "ViT-B-32/laion2b_s34b_b79k"
+FrameBatch = Union[np.ndarray, torch.Tensor]
+
+
+class CLIPRewardError(ValueError):
+    """Bad input to the reward model; the message says what is wrong and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------
+# The math: projection and reward (pure functions of embeddings)
+# --------------------------------------------------------------------------------------
+
+
+def projection_matrix(target: torch.Tensor, baseline: torch.Tensor, alpha: float) -> torch.Tensor:
+    """P = alpha * d d^T / |d|^2 + (1 - alpha) * I with d = target - baseline."""
+    _check_alpha(alpha)
+    direction = target - baseline
+    squared_norm = direction.dot(direction)
+    if alpha > 0 and squared_norm < 1e-12:
+        raise CLIPRewardError(
+            "target and baseline prompts have the same embedding (d = g - b = 0), so the "
+            "goal-baseline direction is undefined: use a different --baseline-prompt or --alpha 0"
+        )
+    identity = torch.eye(direction.numel(), dtype=direction.dtype, device=direction.device)
+    if alpha == 0:
+        return identity
+    return alpha * torch.outer(direction, direction) / squared_norm + (1 - alpha) * identity
+
+
+def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """R = 1 - 1/2 |P (s - g)|^2 for each row s of image_embeddings (N, D) -> (N,)."""
+    # P is symmetric, so (s - g) P is P (s - g) written for a batch of row vectors.
+    projected = (image_embeddings - target) @ projection
+    return 1 - 0.5 * projected.pow(2).sum(dim=-1)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:  # also rejects NaN
+        raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {alpha}")
+
+
+# --------------------------------------------------------------------------------------
+# Loading an open_clip model
+# --------------------------------------------------------------------------------------
+
+
+def load_clip(model_spec: str, checkpoint: str | None = None, device: str | torch.device = "cpu", cache_dir: str | None = None):
+    """Load an open_clip model and its tokenizer; returns (model, tokenizer), model in eval mode.
+
+    model_spec is one of
+      "ARCH/PRETRAINED"   e.g. "ViT-B-32/laion2b_s34b_b79k", "ViT-bigG-14/laion2b_s39b_b160k"
+                          (weights are downloaded once into the Hugging Face cache);
+      "ARCH" with checkpoint=path to a local weights file (offline use);
+      "local-dir:/path"   a folder with open_clip_config.json and the weights file;
+      "hf-hub:org/repo"   an open_clip model on the Hugging Face Hub.
+    """
+    schema = model_spec.split(":", 1)[0] if ":" in model_spec else None
+    if schema in ("local-dir", "hf-hub"):
+        if checkpoint is not None:
+            raise CLIPRewardError(f"{model_spec} brings its own weights; drop --clip-checkpoint")
+        if schema == "local-dir":
+            folder = model_spec.split(":", 1)[1]
+            if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+                raise CLIPRewardError(f"{model_spec}: expected a folder with open_clip_config.json and a weights file")
+        model = _create_model(model_spec, None, device, cache_dir, model_spec)
+        return model, open_clip.get_tokenizer(model_spec)
+
+    architecture, _, pretrained = model_spec.partition("/")
+    if architecture not in open_clip.list_models():
+        close = difflib.get_close_matches(architecture, open_clip.list_models(), n=5, cutoff=0.5)
+        examples = close or ["ViT-B-32", "ViT-L-14", "ViT-H-14", "ViT-bigG-14", "RN50"]
+        raise CLIPRewardError(f"unknown CLIP architecture '{architecture}'; valid names include: {', '.join(examples)}")
+    if pretrained and checkpoint is not None:
+        raise CLIPRewardError(f"give either a pretrained tag ({model_spec}) or --clip-checkpoint, not both")
+    if checkpoint is not None:
+        if not os.path.isfile(checkpoint):
+            raise CLIPRewardError(f"CLIP checkpoint file not found: {checkpoint}")
+        pretrained = checkpoint
+    elif not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        raise CLIPRewardError(
+            f"no weights for '{architecture}': use ARCH/PRETRAINED (e.g. {architecture}/{tags[0] if tags else '...'}) "
+            "or pass a local weights file with --clip-checkpoint"
+        )
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        if pretrained not in tags:
+            listed = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "")
+            raise CLIPRewardError(f"unknown pretrained tag '{pretrained}' for {architecture}; valid tags: {listed or 'none'}")
+    model = _create_model(architecture, pretrained, device, cache_dir, model_spec)
+    return model, open_clip.get_tokenizer(architecture)
+
+
+def _create_model(name: str, pretrained: str | None, device, cache_dir: str | None, model_spec: str):
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=cache_dir)
+    except RuntimeError as error:
+        if "download" not in str(error).lower() and "hf hub" not in str(error).lower():
+            raise
+        import huggingface_hub
+
+        cache = cache_dir or huggingface_hub.constants.HF_HUB_CACHE
+        architecture = model_spec.split("/")[0]
+        raise CLIPRewardError(
+            f"could not download the weights of {model_spec} (expected in {cache}); "
+            f"offline, pass a local file instead: --clip-model {architecture} --clip-checkpoint /path/to/weights.bin"
+        ) from error
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------
+# The reward model
+# --------------------------------------------------------------------------------------
+
+
+class CLIPReward(torch.nn.Module):
+    """Maps a batch of rendered frames (uint8, N x H x W x 3) to VLM-RM rewards.
+
+    Holds the goal embedding g, the baseline b, the direction d = g - b and the
+    projection P as buffers, so `.to(device)` moves them with the CLIP model.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        target_prompts: Sequence[str],
+        baseline_prompts: Sequence[str],
+        alpha: float,
+        batch_size: int = 64,
+    ):
+        super().__init__()
+        _check_alpha(alpha)
+        if batch_size < 1:
+            raise CLIPRewardError(f"reward batch size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.alpha = alpha
+        self.batch_size = batch_size
+        # The model's own preprocessing constants (size, mean, std, interpolation).
+        preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
+        size = preprocess_cfg["size"]
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.interpolation = preprocess_cfg.get("interpolation", "bicubic")
+        device = next(model.parameters()).device
+        self.register_buffer("mean", torch.tensor(preprocess_cfg["mean"], device=device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess_cfg["std"], device=device).view(1, 3, 1, 1))
+
+        self.register_buffer("target", self.embed_prompts(target_prompts, side="target"))
+        self.register_buffer("baseline", self.embed_prompts(baseline_prompts, side="baseline"))
+        self.register_buffer("direction", self.target - self.baseline)
+        self.register_buffer("projection", projection_matrix(self.target, self.baseline, alpha))
+
+    @property
+    def device(self) -> torch.device:
+        return self.target.device
+
+    @torch.inference_mode()
+    def embed_prompts(self, prompts: Sequence[str], side: str = "prompt") -> torch.Tensor:
+        """Embed each prompt, normalise each embedding, and return their mean (D,)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+            raise CLIPRewardError(f"{side} prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer(prompts).to(device)
+        embeddings = self.model.encode_text(tokens).float()
+        return F.normalize(embeddings, dim=-1).mean(dim=0)
+
+    def preprocess(self, frames: FrameBatch) -> torch.Tensor:
+        """uint8 frames (N, H, W, 3) -> normalised float images (N, 3, S, S) on the model's device.
+
+        The whole frame is resized to the model's input size (no centre crop): a crop
+        would cut the cart, the flag or a limb at the frame's edge out of CLIP's view.
+        """
+        frames = torch.as_tensor(self._check_frames(frames)).to(self.device, non_blocking=True)
+        images = frames.permute(0, 3, 1, 2).float().div_(255)
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode=self.interpolation, antialias=True)
+            images = images.clamp_(0, 1)  # bicubic overshoots at sharp edges
+        return (images - self.mean) / self.std
+
+    @torch.inference_mode()
+    def embed_images(self, frames: FrameBatch) -> torch.Tensor:
+        """Normalised CLIP image embeddings s (N, D) of uint8 frames (N, H, W, 3), batched."""
+        embeddings = []
+        for start in range(0, len(frames), self.batch_size):
+            images = self.preprocess(frames[start : start + self.batch_size])
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+                embeddings.append(self.model.encode_image(images).float())
+        return F.normalize(torch.cat(embeddings), dim=-1)
+
+    def rewards_from_embeddings(self, image_embeddings: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        """Rewards (N,) of image embeddings; alpha other than the model's builds its own P."""
+        projection = self.projection if alpha is None else projection_matrix(self.target, self.baseline, alpha)
+        return goal_baseline_reward(image_embeddings, self.target, projection)
+
+    @torch.inference_mode()
+    def forward(self, frames: FrameBatch) -> torch.Tensor:
+        """Rewards (N,) float32 on the model's device for uint8 frames (N, H, W, 3)."""
+        return self.rewards_from_embeddings(self.embed_images(frames))
+
+    @staticmethod
+    def _check_frames(frames: FrameBatch) -> FrameBatch:
+        if not isinstance(frames, (np.ndarray, torch.Tensor)):
+            raise CLIPRewardError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+        if frames.dtype not in (np.uint8, torch.uint8):
+            raise CLIPRewardError(f"frames must be uint8 RGB images (N, H, W, 3), got dtype {frames.dtype}")
+        if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+            hint = " (one frame? pass frame[None])" if frames.ndim == 3 else ""
+            raise CLIPRewardError(f"frames must have shape (N, H, W, 3), got {tuple(frames.shape)}{hint}")
+        return frames
+
+
+def load_reward_model(
+    model_spec: str,
+    target_prompts: Sequence[str],
+    baseline_prompts: Sequence[str],
+    alpha: float,
+    checkpoint: str | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 64,
+) -> CLIPReward:
+    """Load CLIP (see `load_clip`) and build the reward model; device defaults to CUDA if available."""
+    _check_alpha(alpha)  # fail before a multi-GB download, not after
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_clip(model_spec, checkpoint=checkpoint, device=device)
+    return CLIPReward(model, tokenizer, target_prompts, baseline_prompts, alpha, batch_size=batch_size)
