@@ -10,6 +10,8 @@ import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+# Headless MuJoCo rendering for the humanoid tests, unless the caller chose a backend.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 # Small enough to run hundreds of steps a second on a CPU; same code path as ViT-bigG.
 TINY_MODEL_CFG = {

@@ -1,0 +1,294 @@
+# VLM-RM on CartPole: CleanRL's DQN (https://docs.cleanrl.dev/rl-algorithms/dqn/#dqnpy)
+# taught by a CLIP reward computed from the rendered frame after every step.
+# Run: python dqn_clip_cartpole.py --prompt "pole vertically upright on top of the cart"
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+import clip_reward
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=False`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled by default (for both the Q network and CLIP)"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the Q network into the `runs/{run_name}` folder"""
+
+    # CLIP reward (VLM-RM)
+    reward: Literal["clip", "ground-truth"] = "clip"
+    """what the agent learns from: the CLIP reward of the rendered frame, or CartPole's own reward (to check the DQN)"""
+    prompt: tuple[str, ...] = ("pole vertically upright on top of the cart",)
+    """the task as a sentence (the goal prompt g); several prompts are embedded, normalised and averaged"""
+    baseline_prompt: tuple[str, ...] = ("pole and cart",)
+    """the baseline prompt b describing the scene in general; only used when alpha > 0"""
+    alpha: float = 0.0
+    """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward (enough for CartPole), 1 keeps only the b->g direction"""
+    clip_model: str = clip_reward.DEFAULT_MODEL
+    """open_clip model as ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path"""
+    clip_checkpoint: Optional[str] = None
+    """local CLIP weights file for --clip-model ARCH (offline use)"""
+    reward_batch_size: int = 64
+    """the most frames CLIP embeds in one forward pass"""
+
+    # Algorithm specific arguments (CleanRL's DQN, retuned for fixed-length episodes: the
+    # ground-truth run reaches the full return of 200 within ~10k steps)
+    env_id: str = "CartPole-v1"
+    """the id of the environment"""
+    episode_length: int = 200
+    """fixed episode length; episodes do not end when the pole falls"""
+    total_timesteps: int = 50000
+    """total timesteps of the experiments (summed over envs)"""
+    learning_rate: float = 5e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments; CLIP scores all their frames in one call"""
+    buffer_size: int = 10000
+    """the replay memory buffer size"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 1.0
+    """the target network update rate"""
+    target_network_frequency: int = 500
+    """the vector steps between target network updates"""
+    batch_size: int = 128
+    """the batch size of sample from the reply memory"""
+    start_e: float = 1
+    """the starting epsilon for exploration"""
+    end_e: float = 0.05
+    """the ending epsilon for exploration"""
+    exploration_fraction: float = 0.2
+    """the fraction of `total-timesteps` it takes from start-e to go end-e"""
+    learning_starts: int = 2000
+    """timestep to start learning"""
+    train_frequency: int = 2
+    """train every this many vector steps"""
+
+
+class FixedLengthCartPole(gym.Wrapper):
+    """Runs every episode to its time limit: the pole may fall and the cart may leave the
+    track, so the agent is taught by CLIP alone (as in the paper). The reward becomes the
+    ground truth for logging: 1 while the pole is within CartPole's usual limits, else 0."""
+
+    def step(self, action):
+        obs, _, _, truncated, info = self.env.step(action)
+        cartpole = self.env.unwrapped
+        cartpole.steps_beyond_terminated = None  # keep stepping without CartPole's "already terminated" warning
+        upright = abs(obs[0]) <= cartpole.x_threshold and abs(obs[2]) <= cartpole.theta_threshold_radians
+        return obs, float(upright), False, truncated, info
+
+
+def make_env(env_id, seed, idx, capture_video, run_name, episode_length, render):
+    def thunk():
+        env = gym.make(env_id, render_mode="rgb_array" if render or capture_video else None, max_episode_steps=episode_length)
+        env = FixedLengthCartPole(env)
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+class ReplayBuffer:
+    def __init__(self, size, obs_shape, device):
+        self.obs = np.zeros((size, *obs_shape), dtype=np.float32)
+        self.next_obs = np.zeros((size, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros((size, 1), dtype=np.int64)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.dones = np.zeros(size, dtype=np.float32)
+        self.size, self.pos, self.full, self.device = size, 0, False, device
+
+    def add(self, obs, next_obs, action, reward, done):
+        self.obs[self.pos], self.next_obs[self.pos], self.actions[self.pos] = obs, next_obs, action
+        self.rewards[self.pos], self.dones[self.pos] = reward, done
+        self.pos = (self.pos + 1) % self.size
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch_size):
+        idx = np.random.randint(0, self.size if self.full else self.pos, size=batch_size)
+        to_tensor = lambda x: torch.as_tensor(x[idx], device=self.device)
+        return to_tensor(self.obs), to_tensor(self.next_obs), to_tensor(self.actions), to_tensor(self.rewards), to_tensor(self.dones)
+
+
+# ALGO LOGIC: initialize agent here:
+class QNetwork(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.network = nn.Sequential(
+            nn.Linear(np.array(env.single_observation_space.shape).prod(), 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, env.single_action_space.n),
+        )
+
+    def forward(self, x):
+        return self.network(x)
+
+
+def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
+    slope = (end_e - start_e) / duration
+    return max(slope * t + start_e, end_e)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    for name in ("num_envs", "episode_length", "total_timesteps", "batch_size", "buffer_size", "train_frequency"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
+    reward_model = None
+    if args.reward == "clip":
+        try:
+            reward_model = clip_reward.load_reward_model(
+                args.clip_model,
+                target_prompts=args.prompt,
+                baseline_prompts=args.baseline_prompt,
+                alpha=args.alpha,
+                checkpoint=args.clip_checkpoint,
+                device=device,
+                batch_size=args.reward_batch_size,
+            )
+        except clip_reward.CLIPRewardError as error:
+            sys.exit(f"error: {error}")
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # env setup
+    envs = gym.vector.SyncVectorEnv(
+        [
+            make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, render=reward_model is not None)
+            for i in range(args.num_envs)
+        ]
+    )
+    assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
+
+    q_network = QNetwork(envs).to(device)
+    optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    target_network = QNetwork(envs).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+
+    rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, device)
+    start_time = time.time()
+    episode_clip_return = np.zeros(args.num_envs)
+
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = envs.reset(seed=args.seed)
+    # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
+    autoreset = np.zeros(args.num_envs, dtype=bool)
+    num_iterations = args.total_timesteps // args.num_envs
+    for iteration in range(1, num_iterations + 1):
+        global_step = iteration * args.num_envs
+        # ALGO LOGIC: put action logic here
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
+        if random.random() < epsilon:
+            actions = np.array([envs.single_action_space.sample() for _ in range(envs.num_envs)])
+        else:
+            q_values = q_network(torch.Tensor(obs).to(device))
+            actions = torch.argmax(q_values, dim=1).cpu().numpy()
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, ground_truth_rewards, terminations, truncations, infos = envs.step(actions)
+
+        # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
+        if reward_model is not None:
+            frames = np.stack(envs.render())  # (num_envs, 400, 600, 3) uint8
+            clip_rewards = reward_model(frames).cpu().numpy()
+            rewards = clip_rewards
+            episode_clip_return += np.where(autoreset, 0.0, clip_rewards)
+        else:
+            rewards = ground_truth_rewards
+        # ===========================================================================================
+
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                ground_truth_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]
+                sps = int(global_step / (time.time() - start_time))
+                message = f"global_step={global_step}/{args.total_timesteps}, ground_truth_return={ground_truth_return:.0f}"
+                writer.add_scalar("charts/episodic_ground_truth_return", ground_truth_return, global_step)
+                writer.add_scalar("charts/success_rate", ground_truth_return / length, global_step)
+                writer.add_scalar("charts/episodic_length", length, global_step)
+                if reward_model is not None:
+                    writer.add_scalar("charts/episodic_clip_return", episode_clip_return[i], global_step)
+                    message += f", clip_return={episode_clip_return[i]:.2f}"
+                    episode_clip_return[i] = 0.0
+                print(f"{message}, epsilon={epsilon:.2f}, SPS={sps}")
+
+        # TRY NOT TO MODIFY: save data to reply buffer
+        for i in np.flatnonzero(~autoreset):
+            rb.add(obs[i], next_obs[i], actions[i], rewards[i], terminations[i])
+        autoreset = np.logical_or(terminations, truncations)
+
+        # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            if iteration % args.train_frequency == 0:
+                data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+                with torch.no_grad():
+                    target_max, _ = target_network(data_next_obs).max(dim=1)
+                    td_target = data_rewards + args.gamma * target_max * (1 - data_dones)
+                old_val = q_network(data_obs).gather(1, data_actions).squeeze(1)
+                loss = F.mse_loss(td_target, old_val)
+
+                if iteration % 100 == 0:
+                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", old_val.mean().item(), global_step)
+                    writer.add_scalar("charts/epsilon", epsilon, global_step)
+                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+
+                # optimize the model
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+            # update target network
+            if iteration % args.target_network_frequency == 0:
+                for target_network_param, q_network_param in zip(target_network.parameters(), q_network.parameters()):
+                    target_network_param.data.copy_(
+                        args.tau * q_network_param.data + (1.0 - args.tau) * target_network_param.data
+                    )
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save(q_network.state_dict(), model_path)
+        print(f"model saved to {model_path}")
+
+    envs.close()
+    writer.close()
