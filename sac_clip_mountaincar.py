@@ -1,0 +1,509 @@
+# VLM-RM on MountainCarContinuous: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
+# taught by a CLIP reward computed from the rendered frame after every step.
+# Run: python sac_clip_mountaincar.py --prompt "a car at the peak of the mountain, next to the yellow flag" --alpha 0.5
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+import clip_reward
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=False`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled by default (for both SAC and CLIP)"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the actor and Q networks into the `runs/{run_name}` folder"""
+
+    # CLIP reward (VLM-RM)
+    reward: Literal["clip", "ground-truth"] = "clip"
+    """what the agent learns from: the CLIP reward of the rendered frame, or the environment's own reward"""
+    prompt: tuple[str, ...] = ("a car at the peak of the mountain, next to the yellow flag",)
+    """the task as a sentence (the goal prompt g); several prompts are embedded, normalised and averaged"""
+    baseline_prompt: tuple[str, ...] = ("a car in the mountain",)
+    """the baseline prompt b describing the scene in general"""
+    alpha: float = 0.5
+    """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward, 1 keeps only the b->g direction"""
+    clip_model: str = clip_reward.DEFAULT_MODEL
+    """open_clip model as ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path"""
+    clip_checkpoint: Optional[str] = None
+    """local CLIP weights file for --clip-model ARCH (offline use)"""
+    reward_batch_size: int = 64
+    """the most frames CLIP embeds in one forward pass"""
+    textured: bool = True
+    """draw a realistic scene (sky, textured mountain, car, flag) at CLIP's input size; --no-textured keeps gymnasium's line drawing"""
+
+    # Algorithm specific arguments
+    env_id: str = "MountainCarContinuous-v0"
+    """the environment id of the task"""
+    episode_length: int = 200
+    """fixed episode length; reaching the flag parks the car there instead of ending the episode"""
+    total_timesteps: int = 100000
+    """total timesteps of the experiments (summed over envs)"""
+    num_envs: int = 1
+    """the number of parallel game environments; CLIP scores all their frames in one call"""
+    buffer_size: int = int(1e5)
+    """the replay memory buffer size"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient (default: 0.005)"""
+    batch_size: int = 256
+    """the batch size of sample from the reply memory"""
+    learning_starts: int = 5000
+    """timestep to start learning"""
+    policy_lr: float = 3e-4
+    """the learning rate of the policy network optimizer"""
+    q_lr: float = 1e-3
+    """the learning rate of the Q network network optimizer"""
+    policy_frequency: int = 2
+    """the frequency of training policy (delayed)"""
+    target_network_frequency: int = 1  # Denis Yarats' implementation delays this by 2.
+    """the frequency of updates for the target nerworks"""
+    ent_coef: float = 0.2
+    """SAC's entropy regularization coefficient (called alpha in the SAC paper; here alpha is the CLIP regularisation)"""
+    autotune: bool = True
+    """automatic tuning of the entropy coefficient"""
+
+
+GOAL_POSITION = 0.45  # MountainCarContinuous's flag
+
+
+class FixedLengthMountainCar(gym.Wrapper):
+    """Runs every episode to its time limit. Reaching the flag parks the car there (velocity 0)
+    for the rest of the episode, so success is a state CLIP can see. The env's own reward
+    (+100 at the flag, minus the action cost) stays as the ground truth; parked steps earn 0."""
+
+    def reset(self, **kwargs):
+        self.parked_state = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        car = self.env.unwrapped
+        if self.parked_state is not None:
+            reward = 0.0
+        elif terminated:
+            self.parked_state = np.array([obs[0], 0.0], dtype=np.float32)
+        if self.parked_state is not None:
+            car.state = self.parked_state.copy()
+            obs = self.parked_state.copy()
+        return obs, reward, False, truncated, info
+
+
+def mountain_height(x):
+    return np.sin(3 * x) * 0.45 + 0.55  # gymnasium's track
+
+
+def value_noise(rng, size, cells):
+    """Smooth noise in [0, 1] of shape (size, size): a random (cells+1)^2 grid, bilinearly interpolated."""
+    grid = rng.random((cells + 1, cells + 1))
+    t = np.linspace(0, cells, size, endpoint=False)
+    i, f = t.astype(int), t % 1
+    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
+    return rows[:, i] * (1 - f) + rows[:, i + 1] * f
+
+
+def rounded_box_sdf(u, v, center_u, center_v, half_u, half_v, radius):
+    """Signed distance from points (u, v) to a rounded rectangle (negative inside)."""
+    qu = np.abs(u - center_u) - half_u + radius
+    qv = np.abs(v - center_v) - half_v + radius
+    outside = np.hypot(np.maximum(qu, 0), np.maximum(qv, 0))
+    return outside + np.minimum(np.maximum(qu, qv), 0) - radius
+
+
+class TexturedMountainCarRenderer:
+    """Draws MountainCar as a scene closer to a photo than gymnasium's line drawing: a sky,
+    far hills, a mountain with grass and rock textures, a yellow flag and a red car.
+    The static scene is drawn once; each frame only paints the car. Shapes are signed-distance
+    fields, so edges are anti-aliased at any size (render straight at CLIP's input size)."""
+
+    X_MIN, X_MAX = -1.3, 0.75  # the track is [-1.2, 0.6]; the margin keeps the whole car in view
+    Y_TOP = 1.45  # world height at the top row; both axes share one scale
+
+    def __init__(self, size=224, seed=0):
+        self.size = size
+        self.pixel = (self.X_MAX - self.X_MIN) / size  # world units per pixel
+        centres = (np.arange(size) + 0.5) * self.pixel
+        self.world_x = self.X_MIN + centres  # (size,) world x of each column
+        self.world_y = self.Y_TOP - centres  # (size,) world y of each row
+        self.background = self._draw_scene(np.random.default_rng(seed))
+
+    def pixel_of(self, x, y):
+        """(row, column) of a world point."""
+        return (self.Y_TOP - y) / self.pixel, (x - self.X_MIN) / self.pixel
+
+    def _paint(self, image, sdf, color, rows=slice(None), cols=slice(None)):
+        coverage = np.clip(0.5 - sdf / self.pixel, 0, 1)[..., None]
+        image[rows, cols] = image[rows, cols] * (1 - coverage) + np.asarray(color, dtype=np.float32) * coverage
+
+    def _draw_scene(self, rng):
+        size, wx, wy = self.size, self.world_x[None, :], self.world_y[:, None]
+        # Sky: deep blue at the top fading to a hazy horizon.
+        t = np.linspace(0, 1, size)[:, None, None]
+        image = np.broadcast_to((1 - t) * np.array([60, 120, 200]) + t * np.array([190, 215, 235]), (size, size, 3)).copy()
+        # Far hills in bluish haze.
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        ridge = 0.85 + 0.12 * np.sin(4 * wx + phase[0]) + 0.05 * np.sin(11 * wx + phase[1]) + 0.02 * np.sin(29 * wx + phase[2])
+        self._paint(image, wy - ridge, [120, 140, 170])
+        # The mountain: grass on the surface, rock and earth below, with texture.
+        depth = mountain_height(wx) - wy  # > 0 below the surface
+        texture = 0.6 * value_noise(rng, size, 40) + 0.4 * value_noise(rng, size, 12)
+        rock = (1 - texture[..., None]) * np.array([95, 75, 55]) + texture[..., None] * np.array([150, 135, 115])
+        grass = (1 - texture[..., None]) * np.array([50, 110, 40]) + texture[..., None] * np.array([95, 160, 60])
+        ground = np.where((depth < 0.06)[..., None], grass, rock)
+        coverage = np.clip(0.5 + depth / self.pixel, 0, 1)[..., None]
+        image = image * (1 - coverage) + ground * coverage
+        # The flag: a grey pole and a yellow banner at the goal.
+        base = mountain_height(GOAL_POSITION)
+        self._paint(image, rounded_box_sdf(wx, wy, GOAL_POSITION, base + 0.14, 0.007, 0.14, 0.003), [70, 70, 70])
+        self._paint(image, rounded_box_sdf(wx, wy, GOAL_POSITION + 0.065, base + 0.24, 0.058, 0.04, 0.004), [245, 205, 20])
+        return image.astype(np.float32)
+
+    def render(self, position):
+        """uint8 (size, size, 3) frame with the car at track position x."""
+        image = self.background.copy()
+        y = mountain_height(position)
+        angle = np.arctan(1.35 * np.cos(3 * position))  # slope of the track
+        # Paint only the car's neighbourhood, in the car's own frame (u along the slope, v up).
+        row, col = self.pixel_of(position, y)
+        reach = int(0.2 / self.pixel) + 2
+        rows = slice(max(int(row) - reach, 0), min(int(row) + reach, self.size))
+        cols = slice(max(int(col) - reach, 0), min(int(col) + reach, self.size))
+        dx = self.world_x[None, cols] - position
+        dy = self.world_y[rows, None] - y
+        u = dx * np.cos(angle) + dy * np.sin(angle)
+        v = -dx * np.sin(angle) + dy * np.cos(angle)
+        parts = [
+            (rounded_box_sdf(u, v, 0.0, 0.065, 0.11, 0.03, 0.012), [200, 25, 30]),  # body
+            (rounded_box_sdf(u, v, -0.015, 0.11, 0.065, 0.03, 0.02), [200, 25, 30]),  # cabin
+            (rounded_box_sdf(u, v, -0.045, 0.11, 0.026, 0.018, 0.005), [170, 210, 235]),  # rear window
+            (rounded_box_sdf(u, v, 0.02, 0.11, 0.026, 0.018, 0.005), [170, 210, 235]),  # front window
+            (np.hypot(u + 0.065, v - 0.032) - 0.032, [25, 25, 25]),  # rear wheel
+            (np.hypot(u - 0.065, v - 0.032) - 0.032, [25, 25, 25]),  # front wheel
+            (np.hypot(u + 0.065, v - 0.032) - 0.013, [170, 170, 170]),  # hubs
+            (np.hypot(u - 0.065, v - 0.032) - 0.013, [170, 170, 170]),
+            (np.hypot(u - 0.105, v - 0.075) - 0.009, [255, 230, 120]),  # headlight
+        ]
+        for sdf, color in parts:
+            self._paint(image, sdf, color, rows, cols)
+        return image.astype(np.uint8)
+
+
+class TexturedRender(gym.Wrapper):
+    """Replaces the env's render() with the textured scene (what CLIP and the videos see)."""
+
+    def __init__(self, env, size):
+        super().__init__(env)
+        self.renderer = TexturedMountainCarRenderer(size)
+
+    def render(self):
+        return self.renderer.render(float(self.env.unwrapped.state[0]))
+
+
+def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textured, render_size):
+    def thunk():
+        env = gym.make(env_id, render_mode="rgb_array", max_episode_steps=episode_length)
+        env = FixedLengthMountainCar(env)
+        if textured:
+            env = TexturedRender(env, render_size)
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+class ReplayBuffer:
+    def __init__(self, size, obs_shape, action_shape, device):
+        self.obs = np.zeros((size, *obs_shape), dtype=np.float32)
+        self.next_obs = np.zeros((size, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros((size, *action_shape), dtype=np.float32)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.dones = np.zeros(size, dtype=np.float32)
+        self.size, self.pos, self.full, self.device = size, 0, False, device
+
+    def add(self, obs, next_obs, action, reward, done):
+        self.obs[self.pos], self.next_obs[self.pos], self.actions[self.pos] = obs, next_obs, action
+        self.rewards[self.pos], self.dones[self.pos] = reward, done
+        self.pos = (self.pos + 1) % self.size
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch_size):
+        idx = np.random.randint(0, self.size if self.full else self.pos, size=batch_size)
+        to_tensor = lambda x: torch.as_tensor(x[idx], device=self.device)
+        return to_tensor(self.obs), to_tensor(self.next_obs), to_tensor(self.actions), to_tensor(self.rewards), to_tensor(self.dones)
+
+
+# ALGO LOGIC: initialize agent here:
+class SoftQNetwork(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod() + np.prod(env.single_action_space.shape), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x, a):
+        x = torch.cat([x, a], 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = self.fc3(x)
+        return x
+
+
+LOG_STD_MAX = 2
+LOG_STD_MIN = -5
+
+
+class Actor(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod(), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mean = nn.Linear(256, np.prod(env.single_action_space.shape))
+        self.fc_logstd = nn.Linear(256, np.prod(env.single_action_space.shape))
+        # action rescaling
+        self.register_buffer(
+            "action_scale", torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32)
+        )
+        self.register_buffer(
+            "action_bias", torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32)
+        )
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        mean = self.fc_mean(x)
+        log_std = self.fc_logstd(x)
+        log_std = torch.tanh(log_std)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)  # From SpinUp / Denis Yarats
+        return mean, log_std
+
+    def get_action(self, x):
+        mean, log_std = self(x)
+        std = log_std.exp()
+        normal = torch.distributions.Normal(mean, std)
+        x_t = normal.rsample()  # for reparameterization trick (mean + std * N(0,1))
+        y_t = torch.tanh(x_t)
+        action = y_t * self.action_scale + self.action_bias
+        log_prob = normal.log_prob(x_t)
+        # Enforcing Action Bound
+        log_prob -= torch.log(self.action_scale * (1 - y_t.pow(2)) + 1e-6)
+        log_prob = log_prob.sum(1, keepdim=True)
+        mean = torch.tanh(mean) * self.action_scale + self.action_bias
+        return action, log_prob, mean
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    for name in ("num_envs", "episode_length", "total_timesteps", "batch_size", "buffer_size", "policy_frequency"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.ent_coef < 0:
+        sys.exit(f"error: --ent-coef must be >= 0, got {args.ent_coef}")
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
+    reward_model = None
+    if args.reward == "clip":
+        try:
+            reward_model = clip_reward.load_reward_model(
+                args.clip_model,
+                target_prompts=args.prompt,
+                baseline_prompts=args.baseline_prompt,
+                alpha=args.alpha,
+                checkpoint=args.clip_checkpoint,
+                device=device,
+                batch_size=args.reward_batch_size,
+            )
+        except clip_reward.CLIPRewardError as error:
+            sys.exit(f"error: {error}")
+    # The textured scene is drawn straight at CLIP's input size, so no resize is needed.
+    render_size = reward_model.image_size[0] if reward_model is not None else 224
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # env setup
+    envs = gym.vector.SyncVectorEnv(
+        [
+            make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, args.textured, render_size)
+            for i in range(args.num_envs)
+        ]
+    )
+    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
+
+    actor = Actor(envs).to(device)
+    qf1 = SoftQNetwork(envs).to(device)
+    qf2 = SoftQNetwork(envs).to(device)
+    qf1_target = SoftQNetwork(envs).to(device)
+    qf2_target = SoftQNetwork(envs).to(device)
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
+    actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.policy_lr)
+
+    # Automatic entropy tuning
+    if args.autotune:
+        target_entropy = -torch.prod(torch.Tensor(envs.single_action_space.shape).to(device)).item()
+        log_ent_coef = torch.zeros(1, requires_grad=True, device=device)
+        ent_coef = log_ent_coef.exp().item()
+        ent_coef_optimizer = optim.Adam([log_ent_coef], lr=args.q_lr)
+    else:
+        ent_coef = args.ent_coef
+
+    rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, envs.single_action_space.shape, device)
+    start_time = time.time()
+    episode_clip_return = np.zeros(args.num_envs)
+
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = envs.reset(seed=args.seed)
+    # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
+    autoreset = np.zeros(args.num_envs, dtype=bool)
+    num_iterations = args.total_timesteps // args.num_envs
+    for iteration in range(1, num_iterations + 1):
+        global_step = iteration * args.num_envs
+        # ALGO LOGIC: put action logic here
+        if global_step < args.learning_starts:
+            actions = np.array([envs.single_action_space.sample() for _ in range(envs.num_envs)])
+        else:
+            actions, _, _ = actor.get_action(torch.Tensor(obs).to(device))
+            actions = actions.detach().cpu().numpy()
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, ground_truth_rewards, terminations, truncations, infos = envs.step(actions)
+
+        # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
+        if reward_model is not None:
+            frames = np.stack(envs.render())  # (num_envs, H, W, 3) uint8
+            clip_rewards = reward_model(frames).cpu().numpy()
+            rewards = clip_rewards
+            episode_clip_return += np.where(autoreset, 0.0, clip_rewards)
+        else:
+            rewards = ground_truth_rewards
+        # ===========================================================================================
+
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                ground_truth_return = infos["episode"]["r"][i]
+                success = float(next_obs[i, 0] >= GOAL_POSITION)  # the car ends the episode parked at the flag
+                sps = int(global_step / (time.time() - start_time))
+                message = f"global_step={global_step}/{args.total_timesteps}, ground_truth_return={ground_truth_return:.1f}, success={success:.0f}"
+                writer.add_scalar("charts/episodic_ground_truth_return", ground_truth_return, global_step)
+                writer.add_scalar("charts/success_rate", success, global_step)
+                writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
+                if reward_model is not None:
+                    writer.add_scalar("charts/episodic_clip_return", episode_clip_return[i], global_step)
+                    message += f", clip_return={episode_clip_return[i]:.2f}"
+                    episode_clip_return[i] = 0.0
+                print(f"{message}, SPS={sps}")
+
+        # TRY NOT TO MODIFY: save data to reply buffer
+        for i in np.flatnonzero(~autoreset):
+            rb.add(obs[i], next_obs[i], actions[i], rewards[i], terminations[i])
+        autoreset = np.logical_or(terminations, truncations)
+
+        # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+            with torch.no_grad():
+                next_state_actions, next_state_log_pi, _ = actor.get_action(data_next_obs)
+                qf1_next_target = qf1_target(data_next_obs, next_state_actions)
+                qf2_next_target = qf2_target(data_next_obs, next_state_actions)
+                min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
+                next_q_value = data_rewards + (1 - data_dones) * args.gamma * min_qf_next_target.view(-1)
+
+            qf1_a_values = qf1(data_obs, data_actions).view(-1)
+            qf2_a_values = qf2(data_obs, data_actions).view(-1)
+            qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+            qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+            qf_loss = qf1_loss + qf2_loss
+
+            # optimize the model
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
+
+            if iteration % args.policy_frequency == 0:  # TD 3 Delayed update support
+                for _ in range(args.policy_frequency):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                    pi, log_pi, _ = actor.get_action(data_obs)
+                    qf1_pi = qf1(data_obs, pi)
+                    qf2_pi = qf2(data_obs, pi)
+                    min_qf_pi = torch.min(qf1_pi, qf2_pi)
+                    actor_loss = ((ent_coef * log_pi) - min_qf_pi).mean()
+
+                    actor_optimizer.zero_grad()
+                    actor_loss.backward()
+                    actor_optimizer.step()
+
+                    if args.autotune:
+                        with torch.no_grad():
+                            _, log_pi, _ = actor.get_action(data_obs)
+                        ent_coef_loss = (-log_ent_coef.exp() * (log_pi + target_entropy)).mean()
+
+                        ent_coef_optimizer.zero_grad()
+                        ent_coef_loss.backward()
+                        ent_coef_optimizer.step()
+                        ent_coef = log_ent_coef.exp().item()
+
+            # update the target networks
+            if iteration % args.target_network_frequency == 0:
+                for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+
+            if iteration % 100 == 0:
+                writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
+                writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
+                writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
+                writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                writer.add_scalar("losses/ent_coef", ent_coef, global_step)
+                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                if args.autotune:
+                    writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save((actor.state_dict(), qf1.state_dict(), qf2.state_dict()), model_path)
+        print(f"model saved to {model_path}")
+
+    envs.close()
+    writer.close()
