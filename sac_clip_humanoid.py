@@ -1,0 +1,460 @@
+# VLM-RM on the MuJoCo Humanoid: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
+# taught a pose from one sentence by a CLIP reward on the rendered frame after every step.
+# Run: MUJOCO_GL=egl python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
+import os
+import random
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import gymnasium.envs.mujoco
+import mujoco
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+import clip_reward
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=False`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled by default (for both SAC and CLIP)"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the actor and Q networks into the `runs/{run_name}` folder"""
+
+    # CLIP reward (VLM-RM)
+    prompt: tuple[str, ...] = ("a humanoid robot kneeling",)
+    """the task as a sentence (the goal prompt g), e.g. "a humanoid robot in the lotus position"; several prompts are averaged"""
+    baseline_prompt: tuple[str, ...] = ("a humanoid robot",)
+    """the baseline prompt b describing the scene in general"""
+    alpha: float = 0.5
+    """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward, 1 keeps only the b->g direction"""
+    clip_model: str = "ViT-bigG-14/laion2b_s39b_b160k"
+    """open_clip model as ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path; the paper found only the largest CLIP learns kneeling"""
+    clip_checkpoint: Optional[str] = None
+    """local CLIP weights file for --clip-model ARCH (offline use)"""
+    reward_batch_size: int = 64
+    """the most frames CLIP embeds in one forward pass"""
+    textured: bool = True
+    """render a scene closer to photos (sky, textured floor, skin-like body); --no-textured keeps gymnasium's look"""
+    camera: tuple[float, float, float, float] = (3.0, -10.0, 90.0, 0.8)
+    """the camera as DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT (metres, degrees); 90 degrees looks at the body's side"""
+
+    # Algorithm specific arguments
+    env_id: str = "Humanoid-v5"
+    """the environment id of the task"""
+    episode_length: int = 100
+    """fixed episode length; the humanoid may fall or kneel without ending the episode"""
+    total_timesteps: int = 1000000
+    """total timesteps of the experiments (summed over envs)"""
+    num_envs: int = 1
+    """the number of parallel game environments; CLIP scores all their frames in one call"""
+    buffer_size: int = int(1e6)
+    """the replay memory buffer size"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient (default: 0.005)"""
+    batch_size: int = 256
+    """the batch size of sample from the reply memory"""
+    learning_starts: int = 5000
+    """timestep to start learning"""
+    policy_lr: float = 3e-4
+    """the learning rate of the policy network optimizer"""
+    q_lr: float = 1e-3
+    """the learning rate of the Q network network optimizer"""
+    policy_frequency: int = 2
+    """the frequency of training policy (delayed)"""
+    target_network_frequency: int = 1  # Denis Yarats' implementation delays this by 2.
+    """the frequency of updates for the target nerworks"""
+    ent_coef: float = 0.2
+    """SAC's entropy regularization coefficient (called alpha in the SAC paper; here alpha is the CLIP regularisation)"""
+    autotune: bool = True
+    """automatic tuning of the entropy coefficient"""
+
+
+def textured_humanoid_xml(render_size):
+    """Path to gymnasium's humanoid.xml with a scene closer to photos: a blue sky, a grassy floor,
+    a skin-coloured body, soft light. The physics is untouched. Textures are MuJoCo's procedural
+    ones (no image files). Floor reflections are off: they cost a render pass and do not help CLIP."""
+    stock = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "humanoid.xml")
+    root = ET.parse(stock).getroot()
+    asset = root.find("asset")
+    for child in list(asset):
+        asset.remove(child)
+    for element in [
+        '<texture name="sky" type="skybox" builtin="gradient" rgb1="0.35 0.55 0.85" rgb2="0.85 0.9 0.95" width="256" height="256"/>',
+        '<texture name="grass" type="2d" builtin="checker" rgb1="0.30 0.45 0.20" rgb2="0.33 0.48 0.22" '
+        'mark="random" random="0.25" markrgb="0.45 0.58 0.30" width="512" height="512"/>',
+        '<material name="MatPlane" texture="grass" texrepeat="8 8" reflectance="0"/>',
+        '<material name="geom" rgba="0.87 0.70 0.58 1" specular="0.3" shininess="0.3"/>',
+    ]:
+        asset.append(ET.fromstring(element))
+    root.find("default/geom").set("rgba", "0.87 0.70 0.58 1")  # skin
+    root.find("worldbody/geom[@name='floor']").set("rgba", "1 1 1 1")  # let the texture show
+    visual = root.find("visual")
+    visual.append(ET.fromstring('<headlight ambient="0.35 0.35 0.35" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>'))
+    visual.append(ET.fromstring(f'<global offwidth="{max(render_size, 640)}" offheight="{max(render_size, 480)}"/>'))
+    path = os.path.join(tempfile.gettempdir(), f"vlmrm_humanoid_textured_{render_size}.xml")
+    ET.ElementTree(root).write(path)
+    return path
+
+
+class HumanoidCamera(gym.Wrapper):
+    """Renders the humanoid straight at CLIP's input size with MuJoCo's own Renderer, from a camera
+    that follows the torso across the floor but keeps its look-at height, so a kneeling body sits
+    lower in the frame than a standing one. Shadows are off: the cheapest scene that still reads."""
+
+    render_mode = "rgb_array"
+
+    def __init__(self, env, size, camera):
+        super().__init__(env)
+        distance, elevation, azimuth, self.lookat_height = camera
+        self.renderer = mujoco.Renderer(env.unwrapped.model, height=size, width=size)
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        self.camera = mujoco.MjvCamera()
+        self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
+
+    def render(self):
+        data = self.env.unwrapped.data
+        self.camera.lookat[:] = (data.qpos[0], data.qpos[1], self.lookat_height)
+        self.renderer.update_scene(data, camera=self.camera)
+        return self.renderer.render()
+
+    def close(self):
+        self.renderer.close()
+        super().close()
+
+
+KNEE_NEAR_FLOOR = 0.15  # metres: a knee (shin origin) this low rests on or near the floor
+
+
+def pose_indicators(data):
+    """Ground-truth proxies for poses: torso and head height, and whether both knees touch the floor."""
+    torso_height = data.body("torso").xpos[2]
+    head_height = data.geom("head").xpos[2]
+    knees_down = data.body("right_shin").xpos[2] < KNEE_NEAR_FLOOR and data.body("left_shin").xpos[2] < KNEE_NEAR_FLOOR
+    return {"torso_height": torso_height, "head_height": head_height, "kneeling": float(knees_down)}
+
+
+class PoseIndicators(gym.Wrapper):
+    """Puts `pose_indicators` of the current state into every info dict."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, {**info, **pose_indicators(self.env.unwrapped.data)}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, **pose_indicators(self.env.unwrapped.data)}
+
+
+def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textured, render_size, camera):
+    def thunk():
+        xml = {"xml_file": textured_humanoid_xml(render_size)} if textured else {}
+        env = gym.make(env_id, max_episode_steps=episode_length, terminate_when_unhealthy=False, **xml)
+        env = PoseIndicators(env)
+        env = HumanoidCamera(env, render_size, camera)
+        if capture_video and idx == 0:
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+class ReplayBuffer:
+    def __init__(self, size, obs_shape, action_shape, device):
+        self.obs = np.zeros((size, *obs_shape), dtype=np.float32)
+        self.next_obs = np.zeros((size, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros((size, *action_shape), dtype=np.float32)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.dones = np.zeros(size, dtype=np.float32)
+        self.size, self.pos, self.full, self.device = size, 0, False, device
+
+    def add(self, obs, next_obs, action, reward, done):
+        self.obs[self.pos], self.next_obs[self.pos], self.actions[self.pos] = obs, next_obs, action
+        self.rewards[self.pos], self.dones[self.pos] = reward, done
+        self.pos = (self.pos + 1) % self.size
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch_size):
+        idx = np.random.randint(0, self.size if self.full else self.pos, size=batch_size)
+        to_tensor = lambda x: torch.as_tensor(x[idx], device=self.device)
+        return to_tensor(self.obs), to_tensor(self.next_obs), to_tensor(self.actions), to_tensor(self.rewards), to_tensor(self.dones)
+
+
+# ALGO LOGIC: initialize agent here:
+class SoftQNetwork(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod() + np.prod(env.single_action_space.shape), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x, a):
+        x = torch.cat([x, a], 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = self.fc3(x)
+        return x
+
+
+LOG_STD_MAX = 2
+LOG_STD_MIN = -5
+
+
+class Actor(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod(), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mean = nn.Linear(256, np.prod(env.single_action_space.shape))
+        self.fc_logstd = nn.Linear(256, np.prod(env.single_action_space.shape))
+        # action rescaling
+        self.register_buffer(
+            "action_scale", torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32)
+        )
+        self.register_buffer(
+            "action_bias", torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32)
+        )
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        mean = self.fc_mean(x)
+        log_std = self.fc_logstd(x)
+        log_std = torch.tanh(log_std)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1)  # From SpinUp / Denis Yarats
+        return mean, log_std
+
+    def get_action(self, x):
+        mean, log_std = self(x)
+        std = log_std.exp()
+        normal = torch.distributions.Normal(mean, std)
+        x_t = normal.rsample()  # for reparameterization trick (mean + std * N(0,1))
+        y_t = torch.tanh(x_t)
+        action = y_t * self.action_scale + self.action_bias
+        log_prob = normal.log_prob(x_t)
+        # Enforcing Action Bound
+        log_prob -= torch.log(self.action_scale * (1 - y_t.pow(2)) + 1e-6)
+        log_prob = log_prob.sum(1, keepdim=True)
+        mean = torch.tanh(mean) * self.action_scale + self.action_bias
+        return action, log_prob, mean
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    for name in ("num_envs", "episode_length", "total_timesteps", "batch_size", "buffer_size", "policy_frequency"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.ent_coef < 0:
+        sys.exit(f"error: --ent-coef must be >= 0, got {args.ent_coef}")
+    if args.camera[0] <= 0:
+        sys.exit(f"error: --camera distance (its first value) must be > 0, got {args.camera[0]}")
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
+    try:
+        reward_model = clip_reward.load_reward_model(
+            args.clip_model,
+            target_prompts=args.prompt,
+            baseline_prompts=args.baseline_prompt,
+            alpha=args.alpha,
+            checkpoint=args.clip_checkpoint,
+            device=device,
+            batch_size=args.reward_batch_size,
+        )
+    except clip_reward.CLIPRewardError as error:
+        sys.exit(f"error: {error}")
+    # Render straight at CLIP's input size: no big render to shrink afterwards.
+    render_size = reward_model.image_size[0]
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # env setup
+    envs = gym.vector.SyncVectorEnv(
+        [
+            make_env(
+                args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, args.textured, render_size, args.camera
+            )
+            for i in range(args.num_envs)
+        ]
+    )
+    assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
+
+    actor = Actor(envs).to(device)
+    qf1 = SoftQNetwork(envs).to(device)
+    qf2 = SoftQNetwork(envs).to(device)
+    qf1_target = SoftQNetwork(envs).to(device)
+    qf2_target = SoftQNetwork(envs).to(device)
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
+    actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.policy_lr)
+
+    # Automatic entropy tuning
+    if args.autotune:
+        target_entropy = -torch.prod(torch.Tensor(envs.single_action_space.shape).to(device)).item()
+        log_ent_coef = torch.zeros(1, requires_grad=True, device=device)
+        ent_coef = log_ent_coef.exp().item()
+        ent_coef_optimizer = optim.Adam([log_ent_coef], lr=args.q_lr)
+    else:
+        ent_coef = args.ent_coef
+
+    rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, envs.single_action_space.shape, device)
+    start_time = time.time()
+    episode_clip_return = np.zeros(args.num_envs)
+    pose_names = ("torso_height", "head_height", "kneeling")
+    episode_pose_sums = {name: np.zeros(args.num_envs) for name in pose_names}
+
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = envs.reset(seed=args.seed)
+    # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
+    autoreset = np.zeros(args.num_envs, dtype=bool)
+    num_iterations = args.total_timesteps // args.num_envs
+    for iteration in range(1, num_iterations + 1):
+        global_step = iteration * args.num_envs
+        # ALGO LOGIC: put action logic here
+        if global_step < args.learning_starts:
+            actions = np.array([envs.single_action_space.sample() for _ in range(envs.num_envs)])
+        else:
+            actions, _, _ = actor.get_action(torch.Tensor(obs).to(device))
+            actions = actions.detach().cpu().numpy()
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, _, terminations, truncations, infos = envs.step(actions)  # the env's running reward is not used
+
+        # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
+        frames = np.stack(envs.render())  # (num_envs, S, S, 3) uint8, S = CLIP's input size
+        rewards = reward_model(frames).cpu().numpy()
+        # ===========================================================================================
+
+        # No ground-truth reward exists for a pose: log pose indicators next to the CLIP reward.
+        episode_clip_return += np.where(autoreset, 0.0, rewards)
+        for name in pose_names:
+            episode_pose_sums[name] += np.where(autoreset, 0.0, infos[name])
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                length = infos["episode"]["l"][i]
+                writer.add_scalar("charts/episodic_clip_return", episode_clip_return[i], global_step)
+                writer.add_scalar("charts/episodic_length", length, global_step)
+                for name in pose_names:
+                    writer.add_scalar(f"pose/{name}", episode_pose_sums[name][i] / length, global_step)
+                sps = int(global_step / (time.time() - start_time))
+                print(
+                    f"global_step={global_step}/{args.total_timesteps}, clip_return={episode_clip_return[i]:.2f}, "
+                    f"torso_height={episode_pose_sums['torso_height'][i] / length:.2f}, "
+                    f"kneeling={episode_pose_sums['kneeling'][i] / length:.2f}, SPS={sps}"
+                )
+                episode_clip_return[i] = 0.0
+                for name in pose_names:
+                    episode_pose_sums[name][i] = 0.0
+
+        # TRY NOT TO MODIFY: save data to reply buffer
+        for i in np.flatnonzero(~autoreset):
+            rb.add(obs[i], next_obs[i], actions[i], rewards[i], terminations[i])
+        autoreset = np.logical_or(terminations, truncations)
+
+        # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
+        obs = next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+            with torch.no_grad():
+                next_state_actions, next_state_log_pi, _ = actor.get_action(data_next_obs)
+                qf1_next_target = qf1_target(data_next_obs, next_state_actions)
+                qf2_next_target = qf2_target(data_next_obs, next_state_actions)
+                min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
+                next_q_value = data_rewards + (1 - data_dones) * args.gamma * min_qf_next_target.view(-1)
+
+            qf1_a_values = qf1(data_obs, data_actions).view(-1)
+            qf2_a_values = qf2(data_obs, data_actions).view(-1)
+            qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+            qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+            qf_loss = qf1_loss + qf2_loss
+
+            # optimize the model
+            q_optimizer.zero_grad()
+            qf_loss.backward()
+            q_optimizer.step()
+
+            if iteration % args.policy_frequency == 0:  # TD 3 Delayed update support
+                for _ in range(args.policy_frequency):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                    pi, log_pi, _ = actor.get_action(data_obs)
+                    qf1_pi = qf1(data_obs, pi)
+                    qf2_pi = qf2(data_obs, pi)
+                    min_qf_pi = torch.min(qf1_pi, qf2_pi)
+                    actor_loss = ((ent_coef * log_pi) - min_qf_pi).mean()
+
+                    actor_optimizer.zero_grad()
+                    actor_loss.backward()
+                    actor_optimizer.step()
+
+                    if args.autotune:
+                        with torch.no_grad():
+                            _, log_pi, _ = actor.get_action(data_obs)
+                        ent_coef_loss = (-log_ent_coef.exp() * (log_pi + target_entropy)).mean()
+
+                        ent_coef_optimizer.zero_grad()
+                        ent_coef_loss.backward()
+                        ent_coef_optimizer.step()
+                        ent_coef = log_ent_coef.exp().item()
+
+            # update the target networks
+            if iteration % args.target_network_frequency == 0:
+                for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+
+            if iteration % 100 == 0:
+                writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
+                writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
+                writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
+                writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                writer.add_scalar("losses/ent_coef", ent_coef, global_step)
+                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                if args.autotune:
+                    writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save((actor.state_dict(), qf1.state_dict(), qf2.state_dict()), model_path)
+        print(f"model saved to {model_path}")
+
+    envs.close()
+    writer.close()
