@@ -45,7 +45,7 @@ class CLIPRewardError(ValueError):
 
 def projection_matrix(target: torch.Tensor, baseline: torch.Tensor, alpha: float) -> torch.Tensor:
     """P = alpha * d d^T / |d|^2 + (1 - alpha) * I with d = target - baseline."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     direction = target - baseline
     squared_norm = direction.dot(direction)
     if alpha > 0 and squared_norm < 1e-12:
@@ -66,7 +66,8 @@ def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, p
     return 1 - 0.5 * projected.pow(2).sum(dim=-1)
 
 
-def _check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float) -> None:
+    """Raise CLIPRewardError unless 0 <= alpha <= 1."""
     if not 0.0 <= alpha <= 1.0:  # also rejects NaN
         raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {alpha}")
 
@@ -145,6 +146,47 @@ def _create_model(name: str, pretrained: str | None, device, cache_dir: str | No
 # --------------------------------------------------------------------------------------
 
 
+class FramePreprocessor(torch.nn.Module):
+    """uint8 frames (N, H, W, 3) -> normalised float images (N, 3, S, S) on the model's device,
+    with the model's own preprocessing constants (size, mean, std, interpolation).
+
+    The whole frame is resized to the model's input size (no centre crop): a crop would cut
+    the cart, the flag or a limb at the frame's edge out of CLIP's view.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
+        size = preprocess_cfg["size"]
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.interpolation = preprocess_cfg.get("interpolation", "bicubic")
+        device = next(model.parameters()).device
+        # A model built without the factory has no constants; open_clip's factory defaults then apply.
+        mean = preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
+        std = preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)
+        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+    def forward(self, frames: FrameBatch) -> torch.Tensor:
+        frames = torch.as_tensor(_check_frames(frames)).to(self.mean.device, non_blocking=True)
+        images = frames.permute(0, 3, 1, 2).float().div_(255)
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode=self.interpolation, antialias=True)
+            images = images.clamp_(0, 1)  # bicubic overshoots at sharp edges
+        return (images - self.mean) / self.std
+
+
+def _check_frames(frames: FrameBatch) -> FrameBatch:
+    if not isinstance(frames, (np.ndarray, torch.Tensor)):
+        raise CLIPRewardError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+    if frames.dtype not in (np.uint8, torch.uint8):
+        raise CLIPRewardError(f"frames must be uint8 RGB images (N, H, W, 3), got dtype {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        hint = " (one frame? pass frame[None])" if frames.ndim == 3 else ""
+        raise CLIPRewardError(f"frames must have shape (N, H, W, 3), got {tuple(frames.shape)}{hint}")
+    return frames
+
+
 class CLIPReward(torch.nn.Module):
     """Maps a batch of rendered frames (uint8, N x H x W x 3) to VLM-RM rewards.
 
@@ -162,21 +204,15 @@ class CLIPReward(torch.nn.Module):
         batch_size: int = 64,
     ):
         super().__init__()
-        _check_alpha(alpha)
+        check_alpha(alpha)
         if batch_size < 1:
             raise CLIPRewardError(f"reward batch size must be >= 1, got {batch_size}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.alpha = alpha
         self.batch_size = batch_size
-        # The model's own preprocessing constants (size, mean, std, interpolation).
-        preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
-        size = preprocess_cfg["size"]
-        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
-        self.interpolation = preprocess_cfg.get("interpolation", "bicubic")
-        device = next(model.parameters()).device
-        self.register_buffer("mean", torch.tensor(preprocess_cfg["mean"], device=device).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(preprocess_cfg["std"], device=device).view(1, 3, 1, 1))
+        self.preprocess = FramePreprocessor(model)
+        self.image_size = self.preprocess.image_size
 
         self.register_buffer("target", self.embed_prompts(target_prompts, side="target"))
         self.register_buffer("baseline", self.embed_prompts(baseline_prompts, side="baseline"))
@@ -200,19 +236,6 @@ class CLIPReward(torch.nn.Module):
         embeddings = self.model.encode_text(tokens).float()
         return F.normalize(embeddings, dim=-1).mean(dim=0)
 
-    def preprocess(self, frames: FrameBatch) -> torch.Tensor:
-        """uint8 frames (N, H, W, 3) -> normalised float images (N, 3, S, S) on the model's device.
-
-        The whole frame is resized to the model's input size (no centre crop): a crop
-        would cut the cart, the flag or a limb at the frame's edge out of CLIP's view.
-        """
-        frames = torch.as_tensor(self._check_frames(frames)).to(self.device, non_blocking=True)
-        images = frames.permute(0, 3, 1, 2).float().div_(255)
-        if tuple(images.shape[-2:]) != self.image_size:
-            images = F.interpolate(images, size=self.image_size, mode=self.interpolation, antialias=True)
-            images = images.clamp_(0, 1)  # bicubic overshoots at sharp edges
-        return (images - self.mean) / self.std
-
     @torch.inference_mode()
     def embed_images(self, frames: FrameBatch) -> torch.Tensor:
         """Normalised CLIP image embeddings s (N, D) of uint8 frames (N, H, W, 3), batched."""
@@ -233,17 +256,6 @@ class CLIPReward(torch.nn.Module):
         """Rewards (N,) float32 on the model's device for uint8 frames (N, H, W, 3)."""
         return self.rewards_from_embeddings(self.embed_images(frames))
 
-    @staticmethod
-    def _check_frames(frames: FrameBatch) -> FrameBatch:
-        if not isinstance(frames, (np.ndarray, torch.Tensor)):
-            raise CLIPRewardError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
-        if frames.dtype not in (np.uint8, torch.uint8):
-            raise CLIPRewardError(f"frames must be uint8 RGB images (N, H, W, 3), got dtype {frames.dtype}")
-        if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
-            hint = " (one frame? pass frame[None])" if frames.ndim == 3 else ""
-            raise CLIPRewardError(f"frames must have shape (N, H, W, 3), got {tuple(frames.shape)}{hint}")
-        return frames
-
 
 def load_reward_model(
     model_spec: str,
@@ -255,7 +267,7 @@ def load_reward_model(
     batch_size: int = 64,
 ) -> CLIPReward:
     """Load CLIP (see `load_clip`) and build the reward model; device defaults to CUDA if available."""
-    _check_alpha(alpha)  # fail before a multi-GB download, not after
+    check_alpha(alpha)  # fail before a multi-GB download, not after
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_clip(model_spec, checkpoint=checkpoint, device=device)
     return CLIPReward(model, tokenizer, target_prompts, baseline_prompts, alpha, batch_size=batch_size)

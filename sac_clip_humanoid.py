@@ -10,6 +10,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Optional
 
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless: render offscreen through EGL (read when mujoco is imported)
+
 import gymnasium as gym
 import gymnasium.envs.mujoco
 import mujoco
@@ -303,14 +306,17 @@ if __name__ == "__main__":
     )
 
     # env setup
-    envs = gym.vector.SyncVectorEnv(
-        [
-            make_env(
-                args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, args.textured, render_size, args.camera
-            )
-            for i in range(args.num_envs)
-        ]
-    )
+    try:
+        envs = gym.vector.SyncVectorEnv(
+            [
+                make_env(
+                    args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, args.textured, render_size, args.camera
+                )
+                for i in range(args.num_envs)
+            ]
+        )
+    except mujoco.FatalError as error:
+        sys.exit(f"error: MuJoCo cannot render ({error}); on a machine without a display set MUJOCO_GL=egl or MUJOCO_GL=osmesa")
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
 
     actor = Actor(envs).to(device)

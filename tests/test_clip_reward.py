@@ -152,7 +152,7 @@ def test_whole_frame_reaches_clip_without_a_centre_crop(reward_model):
     # A white stripe at the right edge of a wide frame must survive preprocessing.
     frames = np.zeros((1, 40, 120, 3), dtype=np.uint8)
     frames[:, :, -8:] = 255
-    images = reward_model.preprocess(frames) * reward_model.std + reward_model.mean
+    images = reward_model.preprocess(frames) * reward_model.preprocess.std + reward_model.preprocess.mean
     assert images[0, :, :, -1].mean() > 0.9 and images[0, :, :, 0].mean() < 0.05
 
 
