@@ -239,6 +239,7 @@ class CLIPReward(torch.nn.Module):
     @torch.inference_mode()
     def embed_images(self, frames: FrameBatch) -> torch.Tensor:
         """Normalised CLIP image embeddings s (N, D) of uint8 frames (N, H, W, 3), batched."""
+        frames = _check_frames(frames)
         embeddings = []
         for start in range(0, len(frames), self.batch_size):
             images = self.preprocess(frames[start : start + self.batch_size])

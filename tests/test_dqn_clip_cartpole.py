@@ -110,3 +110,22 @@ def test_dqn_learns_cartpole_from_ground_truth_reward(tmp_path):
     learned = np.mean(scalars["charts/episodic_ground_truth_return"][-5:])
     random_returns, _ = random_policy_rollouts(20, episode_length=200)
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
+
+
+def test_dqn_learns_to_keep_the_pole_up_from_the_tiny_clip_reward_alone(tmp_path):
+    """The whole path image -> embedding -> reward -> learning, offline: the reward is the CLIP
+    the project trained on CartPole frames; the ground truth is only logged. (A longer run with
+    the default hyper-parameters: bench/dqn_tiny_clip_learning.py.)"""
+    tiny_cartpole_clip = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-cartpole-clip-for-tests")
+    args = ["--clip-model", f"local-dir:{tiny_cartpole_clip}", "--total-timesteps", 14000, "--num-envs", 4,
+            "--learning-starts", 1000, "--train-frequency", 1, "--exploration-fraction", 0.3,
+            "--target-network-frequency", 200, "--learning-rate", 1e-3, "--seed", 1]
+    result = run_script(SCRIPT, args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    scalars, _, _ = read_scalars(tmp_path)
+    learned = np.mean(scalars["charts/episodic_ground_truth_return"][-8:])
+    random_returns, _ = random_policy_rollouts(20, episode_length=200)
+    assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
+    # ... and it got there by raising the CLIP return it was trained on.
+    clip_returns = scalars["charts/episodic_clip_return"]
+    assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
