@@ -5,7 +5,7 @@ assets/make_tiny_cartpole_clip.py) as the only reward, and prints the learning c
 ground-truth return (steps with the pole up, out of the episode length) per block of episodes,
 next to a uniformly random policy's. The test suite runs a shorter version of this.
 
-    python bench/dqn_tiny_clip_learning.py --total-timesteps 40000
+    python bench/dqn_tiny_clip_learning.py --total-timesteps 30000
 """
 
 import glob
@@ -30,7 +30,7 @@ from dqn_clip_cartpole import FixedLengthCartPole  # noqa: E402
 class Args:
     clip_model: str = f"local-dir:{os.path.join(REPO_ROOT, 'assets', 'tiny-cartpole-clip-for-tests')}"
     """the reward model; any open_clip spec works"""
-    total_timesteps: int = 40000
+    total_timesteps: int = 30000
     """training steps"""
     num_envs: int = 4
     """parallel envs (CLIP scores their frames in one call)"""
