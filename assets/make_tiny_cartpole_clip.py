@@ -12,7 +12,7 @@ Training: each frame is classified against its angle captions and its position c
 text tower embeds the captions, so both towers learn), and the baseline prompt "pole and cart"
 is pulled to the mean embedding of all frames, so that it means "any frame of this scene" and
 d = g - b points from the average frame to the upright pole (goal-baseline regularisation needs
-that). Seeded; ~20 minutes on 2 CPU cores.
+that). Seeded; ~25 minutes on 2 CPU cores.
 
     python assets/make_tiny_cartpole_clip.py
 """
