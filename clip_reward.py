@@ -125,10 +125,16 @@ def load_clip(model_spec: str, checkpoint: str | None = None, device: str | torc
 
 
 def _create_model(name: str, pretrained: str | None, device, cache_dir: str | None, model_spec: str):
+    local_weights = pretrained if pretrained and os.path.isfile(pretrained) else None
+    if name.startswith("local-dir:"):
+        local_weights = name.split(":", 1)[1]
     try:
         model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=cache_dir)
-    except RuntimeError as error:
-        if "download" not in str(error).lower() and "hf hub" not in str(error).lower():
+    except Exception as error:
+        if local_weights is not None:  # a wrong or corrupt file: say which, not a torch traceback
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+            raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {reason}") from error
+        if not isinstance(error, RuntimeError) or ("download" not in str(error).lower() and "hf hub" not in str(error).lower()):
             raise
         import huggingface_hub
 

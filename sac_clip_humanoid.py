@@ -125,7 +125,7 @@ class HumanoidCamera(gym.Wrapper):
     that follows the torso across the floor but keeps its look-at height, so a kneeling body sits
     lower in the frame than a standing one. Shadows are off: the cheapest scene that still reads."""
 
-    render_mode = "rgb_array"
+    render_mode = "rgb_array"  # what render() returns; RecordVideo checks it
 
     def __init__(self, env, size, camera):
         super().__init__(env)

@@ -225,6 +225,19 @@ def test_missing_checkpoint_file(tmp_path):
         clip_reward.load_clip("ViT-B-32", checkpoint=str(tmp_path / "nope.bin"))
 
 
+def test_wrong_or_corrupt_checkpoint_file_is_named(tmp_path):
+    corrupt = tmp_path / "corrupt.bin"
+    corrupt.write_text("not weights")
+    config_file = tmp_path / "tiny-test-clip-wide.json"
+    config_file.write_text(json.dumps({**TINY_MODEL_CFG, "embed_dim": 48}))  # other shapes than the saved weights
+    open_clip.add_model_config(str(config_file))
+    save_tiny_clip(str(tmp_path / "tiny"))
+    mismatched = str(tmp_path / "tiny" / "open_clip_pytorch_model.bin")
+    for architecture, checkpoint in [("tiny-test-clip-wide", str(corrupt)), ("tiny-test-clip-wide", mismatched)]:
+        with pytest.raises(CLIPRewardError, match=f"could not load {checkpoint} as tiny-test-clip-wide weights: .+"):
+            clip_reward.load_clip(architecture, checkpoint=checkpoint)
+
+
 def test_failed_download_says_where_and_how_to_go_offline(tmp_path, monkeypatch):
     import huggingface_hub
 

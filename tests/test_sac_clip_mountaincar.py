@@ -10,7 +10,7 @@ import torch
 
 import clip_reward
 from helpers import assert_finite, assert_one_line_error, read_scalars, run_script
-from sac_clip_mountaincar import GOAL_POSITION, Actor, FixedLengthMountainCar, TexturedMountainCarRenderer, mountain_height
+from sac_clip_mountaincar import GOAL_POSITION, Actor, FixedLengthMountainCar, TexturedMountainCarRenderer, make_env, mountain_height
 
 SCRIPT = "sac_clip_mountaincar.py"
 EPISODE_LENGTH = 50
@@ -116,6 +116,17 @@ def test_clip_run_saves_video_and_policy(clip_run):
     actor.load_state_dict(actor_state)
     _, _, mean_action = actor.get_action(torch.zeros(1, 2))
     assert mean_action.shape == (1, 1) and abs(mean_action.item()) <= 1.0
+
+
+@pytest.mark.parametrize("textured, shape", [(True, (64, 64, 3)), (False, (400, 600, 3))])
+def test_textured_flag_picks_the_renderer(textured, shape):
+    env = make_env("MountainCarContinuous-v0", 0, 0, False, "test", EPISODE_LENGTH, textured, 64)()
+    env.reset(seed=0)
+    frame = env.render()
+    env.close()
+    assert frame.shape == shape and frame.dtype == np.uint8
+    if textured:  # the very frame the textured renderer draws for the car's state
+        np.testing.assert_array_equal(frame, TexturedMountainCarRenderer(64).render(float(env.unwrapped.state[0])))
 
 
 def test_gymnasium_drawing_still_works_with_no_textured(tiny_clip_spec, tmp_path):
