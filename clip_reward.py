@@ -77,7 +77,9 @@ def check_alpha(alpha: float) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def load_clip(model_spec: str, checkpoint: str | None = None, device: str | torch.device = "cpu", cache_dir: str | None = None):
+def load_clip(
+    model_spec: str, checkpoint: str | None = None, device: str | torch.device = "cpu", cache_dir: str | None = None
+):
     """Load an open_clip model and its tokenizer; returns (model, tokenizer), model in eval mode.
 
     model_spec is one of
@@ -134,7 +136,9 @@ def _create_model(name: str, pretrained: str | None, device, cache_dir: str | No
         if local_weights is not None:  # a wrong or corrupt file: say which, not a torch traceback
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
             raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {reason}") from error
-        if not isinstance(error, RuntimeError) or ("download" not in str(error).lower() and "hf hub" not in str(error).lower()):
+        if not isinstance(error, RuntimeError) or (
+            "download" not in str(error).lower() and "hf hub" not in str(error).lower()
+        ):
             raise
         import huggingface_hub
 
@@ -173,13 +177,25 @@ class FramePreprocessor(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1))
 
+    def resize(self, frames: FrameBatch) -> torch.Tensor:
+        """uint8 frames (N, H, W, 3) -> the pictures CLIP sees: float (N, 3, S, S) in [0, 1], before normalisation."""
+        return resize_frames(frames, self.image_size, self.interpolation, self.mean.device)
+
     def forward(self, frames: FrameBatch) -> torch.Tensor:
-        frames = torch.as_tensor(_check_frames(frames)).to(self.mean.device, non_blocking=True)
-        images = frames.permute(0, 3, 1, 2).float().div_(255)
-        if tuple(images.shape[-2:]) != self.image_size:
-            images = F.interpolate(images, size=self.image_size, mode=self.interpolation, antialias=True)
-            images = images.clamp_(0, 1)  # bicubic overshoots at sharp edges
-        return (images - self.mean) / self.std
+        return (self.resize(frames) - self.mean) / self.std
+
+
+def resize_frames(frames: FrameBatch, size: tuple[int, int], interpolation: str = "bicubic", device=None) -> torch.Tensor:
+    """uint8 frames (N, H, W, 3) -> float images (N, 3, *size) in [0, 1]: the whole frame resized, as the authors did."""
+    frames = _check_frames(frames)
+    if isinstance(frames, np.ndarray) and not (frames.flags.c_contiguous and frames.flags.writeable):
+        frames = np.array(frames)  # torch refuses negative strides (a flipped frame) and warns on read-only arrays
+    frames = torch.as_tensor(frames).to(device or "cpu", non_blocking=True)
+    images = frames.permute(0, 3, 1, 2).float().div_(255)
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = F.interpolate(images, size=tuple(size), mode=interpolation, antialias=True)
+        images = images.clamp_(0, 1)  # bicubic overshoots at sharp edges
+    return images
 
 
 def _check_frames(frames: FrameBatch) -> FrameBatch:

@@ -24,21 +24,17 @@ import sys
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-import gymnasium as gym
 import matplotlib
 import numpy as np
 import torch
 import tyro
+from PIL import Image
 
+import clip_envs
 import clip_reward
-import dqn_clip_cartpole
-import sac_clip_humanoid
-import sac_clip_mountaincar
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
-
-TRAINING_ARGS = {"cartpole": dqn_clip_cartpole.Args, "mountaincar": sac_clip_mountaincar.Args, "humanoid": sac_clip_humanoid.Args}
 
 
 @dataclass
@@ -46,9 +42,9 @@ class Args:
     env: Literal["cartpole", "mountaincar", "humanoid"] = "cartpole"
     """which environment's reward to sweep"""
     prompt: Optional[tuple[str, ...]] = None
-    """the goal prompt(s); default: the training script's"""
+    """the goal prompt(s); default: the paper's for --env, as in the training script"""
     baseline_prompt: Optional[tuple[str, ...]] = None
-    """the baseline prompt(s); default: the training script's"""
+    """the baseline prompt(s); default: the paper's for --env, as in the training script"""
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     """goal-baseline regularisation strengths to compare"""
     clip_model: str = clip_reward.DEFAULT_MODEL
@@ -58,18 +54,22 @@ class Args:
     num_states: int = 121
     """how many states to sample along the sweep"""
     textured: bool = True
-    """mountaincar and humanoid: the textured scene the training scripts use by default"""
-    camera: tuple[float, float, float, float] = sac_clip_humanoid.Args.camera
+    """mountaincar and humanoid: the paper's textured scene, the training scripts' default"""
+    textures_dir: Optional[str] = None
+    """mountaincar and humanoid: a folder with any of the authors' texture files, as in the training scripts"""
+    camera: tuple[float, float, float, float] = clip_envs.PAPER_CAMERA
     """humanoid: DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, as in sac_clip_humanoid.py"""
     output_dir: str = "landscapes"
     """where the PNG and CSV go"""
+    save_frames: Optional[str] = None
+    """also write each swept frame as a PNG into this folder, as CLIP sees it (after the reward model's resize)"""
     cuda: bool = True
     """use the GPU for CLIP if there is one"""
 
 
-def cartpole_sweep(num_states, render_size, args):
+def cartpole_sweep(num_states, textures, args):
     angles = np.linspace(-np.pi, np.pi, num_states)
-    env = gym.make("CartPole-v1", render_mode="rgb_array")
+    env = clip_envs.make_cartpole("CartPole-v1", 200, render=True)
     env.reset(seed=0)
     frames = []
     for angle in angles:
@@ -80,25 +80,21 @@ def cartpole_sweep(num_states, render_size, args):
     return np.degrees(angles), np.stack(frames), upright, 0.0, "pole angle (degrees, positive leans right)"
 
 
-def mountaincar_sweep(num_states, render_size, args):
+def mountaincar_sweep(num_states, textures, args):
     positions = np.linspace(-1.2, 0.6, num_states)
-    if args.textured:
-        renderer = sac_clip_mountaincar.TexturedMountainCarRenderer(render_size)
-        frames = [renderer.render(x) for x in positions]
-    else:
-        env = gym.make("MountainCarContinuous-v0", render_mode="rgb_array")
-        env.reset(seed=0)
-        frames = []
-        for x in positions:
-            env.unwrapped.state = np.array([x, 0.0])
-            frames.append(env.render())
-        env.close()
-    at_flag = (positions >= sac_clip_mountaincar.GOAL_POSITION).astype(float)
-    return positions, np.stack(frames), at_flag, sac_clip_mountaincar.GOAL_POSITION, "car position"
+    env = clip_envs.make_mountaincar("MountainCarContinuous-v0", 200, textures)
+    env.reset(seed=0)
+    frames = []
+    for x in positions:
+        env.unwrapped.state = np.array([x, 0.0])
+        frames.append(env.render())
+    env.close()
+    at_flag = (positions >= clip_envs.GOAL_POSITION).astype(float)
+    return positions, np.stack(frames), at_flag, clip_envs.GOAL_POSITION, "car position"
 
 
-def humanoid_sweep(num_states, render_size, args):
-    env = sac_clip_humanoid.make_env("Humanoid-v5", 0, 1, False, "landscape", 1000, args.textured, render_size, args.camera)()
+def humanoid_sweep(num_states, textures, args):
+    env = clip_envs.make_humanoid("Humanoid-v5", 1000, textures, camera=args.camera)
     env.reset(seed=0)
     model, standing = env.unwrapped.model, env.unwrapped.init_qpos.copy()
     kneeling = standing.copy()  # thighs upright, shins flat on the floor behind
@@ -114,6 +110,14 @@ def humanoid_sweep(num_states, render_size, args):
     return blends, np.stack(frames), blends, 1.0, "pose: standing (0) to kneeling (1)"
 
 
+def save_frames(folder, env, states, images):
+    """Write float images (N, 3, S, S) in [0, 1] as PNGs named by index and state."""
+    os.makedirs(folder, exist_ok=True)
+    pixels = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    for i, (state, picture) in enumerate(zip(states, pixels)):
+        Image.fromarray(picture).save(os.path.join(folder, f"{env}_{i:03d}_{state:+.3f}.png"))
+
+
 SWEEPS = {"cartpole": cartpole_sweep, "mountaincar": mountaincar_sweep, "humanoid": humanoid_sweep}
 
 
@@ -125,9 +129,15 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.num_states < 2:
         sys.exit(f"error: --num-states must be >= 2, got {args.num_states}")
-    defaults = TRAINING_ARGS[args.env]
-    prompt = args.prompt or defaults.prompt
-    baseline_prompt = args.baseline_prompt or defaults.baseline_prompt
+    prompt = args.prompt or (clip_envs.PROMPTS[args.env][0],)
+    baseline_prompt = args.baseline_prompt or (clip_envs.PROMPTS[args.env][1],)
+    names = {"mountaincar": clip_envs.MOUNTAINCAR_TEXTURES, "humanoid": clip_envs.HUMANOID_TEXTURES}.get(args.env)
+    try:
+        if args.env == "humanoid":
+            clip_envs.check_camera(args.camera)
+        textures = clip_envs.scene_textures(names, args.textures_dir) if names and args.textured else None
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     try:
         for alpha in args.alphas:
@@ -138,9 +148,16 @@ if __name__ == "__main__":
     except clip_reward.CLIPRewardError as error:
         sys.exit(f"error: {error}")
 
-    states, frames, ground_truth, goal, state_label = SWEEPS[args.env](args.num_states, reward_model.image_size[0], args)
+    try:
+        states, frames, ground_truth, goal, state_label = SWEEPS[args.env](args.num_states, textures, args)
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
+    if args.save_frames:
+        save_frames(args.save_frames, args.env, states, reward_model.preprocess.resize(frames))
     embeddings = reward_model.embed_images(frames)  # embed once ...
-    rewards = {alpha: reward_model.rewards_from_embeddings(embeddings, alpha).cpu().numpy() for alpha in args.alphas}  # ... project many times
+    rewards = {
+        alpha: reward_model.rewards_from_embeddings(embeddings, alpha).cpu().numpy() for alpha in args.alphas
+    }  # ... project many times
 
     os.makedirs(args.output_dir, exist_ok=True)
     stem = os.path.join(args.output_dir, f"{args.env}_landscape")
@@ -168,4 +185,6 @@ if __name__ == "__main__":
     for alpha in args.alphas:
         rho = pearson(rewards[alpha], ground_truth)
         print(f"{alpha:>6.2f} {states[np.argmax(rewards[alpha])]:>9.3f} {rho:>8.3f} {np.sqrt((1 - rho) / 2):>6.3f}")
-    print(f"wrote {stem}.png and {stem}.csv")
+    print(
+        f"wrote {stem}.png and {stem}.csv" + (f"; frames as CLIP sees them in {args.save_frames}" if args.save_frames else "")
+    )

@@ -17,6 +17,7 @@ import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+import clip_envs
 import clip_reward
 
 
@@ -38,9 +39,9 @@ class Args:
     # CLIP reward (VLM-RM)
     reward: Literal["clip", "ground-truth"] = "clip"
     """what the agent learns from: the CLIP reward of the rendered frame, or CartPole's own reward (to check the DQN)"""
-    prompt: tuple[str, ...] = ("pole vertically upright on top of the cart",)
+    prompt: tuple[str, ...] = (clip_envs.PROMPTS["cartpole"][0],)
     """the task as a sentence (the goal prompt g); several prompts are embedded, normalised and averaged"""
-    baseline_prompt: tuple[str, ...] = ("pole and cart",)
+    baseline_prompt: tuple[str, ...] = (clip_envs.PROMPTS["cartpole"][1],)
     """the baseline prompt b describing the scene in general; only used when alpha > 0"""
     alpha: float = 0.0
     """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward (enough for CartPole), 1 keeps only the b->g direction"""
@@ -56,7 +57,7 @@ class Args:
     env_id: str = "CartPole-v1"
     """the id of the environment"""
     episode_length: int = 200
-    """fixed episode length; episodes do not end when the pole falls"""
+    """fixed episode length; episodes do not end when the pole falls, the cart stops at the track's ends"""
     total_timesteps: int = 50000
     """total timesteps of the experiments (summed over envs)"""
     learning_rate: float = 5e-4
@@ -85,23 +86,9 @@ class Args:
     """train every this many vector steps"""
 
 
-class FixedLengthCartPole(gym.Wrapper):
-    """Runs every episode to its time limit: the pole may fall and the cart may leave the
-    track, so the agent is taught by CLIP alone (as in the paper). The reward becomes the
-    ground truth for logging: 1 while the pole is within CartPole's usual limits, else 0."""
-
-    def step(self, action):
-        obs, _, _, truncated, info = self.env.step(action)
-        cartpole = self.env.unwrapped
-        cartpole.steps_beyond_terminated = None  # keep stepping without CartPole's "already terminated" warning
-        upright = abs(obs[0]) <= cartpole.x_threshold and abs(obs[2]) <= cartpole.theta_threshold_radians
-        return obs, float(upright), False, truncated, info
-
-
 def make_env(env_id, seed, idx, capture_video, run_name, episode_length, render):
     def thunk():
-        env = gym.make(env_id, render_mode="rgb_array" if render or capture_video else None, max_episode_steps=episode_length)
-        env = FixedLengthCartPole(env)
+        env = clip_envs.make_cartpole(env_id, episode_length, render=render or capture_video)
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -129,7 +116,13 @@ class ReplayBuffer:
     def sample(self, batch_size):
         idx = np.random.randint(0, self.size if self.full else self.pos, size=batch_size)
         to_tensor = lambda x: torch.as_tensor(x[idx], device=self.device)
-        return to_tensor(self.obs), to_tensor(self.next_obs), to_tensor(self.actions), to_tensor(self.rewards), to_tensor(self.dones)
+        return (
+            to_tensor(self.obs),
+            to_tensor(self.next_obs),
+            to_tensor(self.actions),
+            to_tensor(self.rewards),
+            to_tensor(self.dones),
+        )
 
 
 # ALGO LOGIC: initialize agent here:
@@ -192,7 +185,15 @@ if __name__ == "__main__":
     # env setup
     envs = gym.vector.SyncVectorEnv(
         [
-            make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, render=reward_model is not None)
+            make_env(
+                args.env_id,
+                args.seed + i,
+                i,
+                args.capture_video,
+                run_name,
+                args.episode_length,
+                render=reward_model is not None,
+            )
             for i in range(args.num_envs)
         ]
     )

@@ -1,21 +1,14 @@
 # VLM-RM on the MuJoCo Humanoid: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
 # taught a pose from one sentence by a CLIP reward on the rendered frame after every step.
-# Run: MUJOCO_GL=egl python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
+# Run: python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
 import os
 import random
 import sys
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Optional
 
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless: render offscreen through EGL (read when mujoco is imported)
-
 import gymnasium as gym
-import gymnasium.envs.mujoco
-import mujoco
 import numpy as np
 import torch
 import torch.nn as nn
@@ -24,6 +17,7 @@ import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+import clip_envs
 import clip_reward
 
 
@@ -43,9 +37,9 @@ class Args:
     """whether to save the actor and Q networks into the `runs/{run_name}` folder"""
 
     # CLIP reward (VLM-RM)
-    prompt: tuple[str, ...] = ("a humanoid robot kneeling",)
+    prompt: tuple[str, ...] = (clip_envs.PROMPTS["humanoid"][0],)
     """the task as a sentence (the goal prompt g), e.g. "a humanoid robot in the lotus position"; several prompts are averaged"""
-    baseline_prompt: tuple[str, ...] = ("a humanoid robot",)
+    baseline_prompt: tuple[str, ...] = (clip_envs.PROMPTS["humanoid"][1],)
     """the baseline prompt b describing the scene in general"""
     alpha: float = 0.5
     """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward, 1 keeps only the b->g direction"""
@@ -56,9 +50,15 @@ class Args:
     reward_batch_size: int = 64
     """the most frames CLIP embeds in one forward pass"""
     textured: bool = True
-    """render a scene closer to photos (sky, textured floor, skin-like body); --no-textured keeps gymnasium's look"""
-    camera: tuple[float, float, float, float] = (3.0, -10.0, 90.0, 0.8)
-    """the camera as DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT (metres, degrees); 90 degrees looks at the body's side"""
+    """the paper's scene (metallic robot, cloudy sky, slate floor, shadows); --no-textured keeps gymnasium's look"""
+    textures_dir: Optional[str] = None
+    """a folder with any of the authors' sky.png, tiles.png, robot.png to use instead of the project's own"""
+    camera: tuple[float, float, float, float] = clip_envs.PAPER_CAMERA
+    """the free camera as DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT (metres, degrees); the paper's: frontal, slightly from above"""
+    camera_follow: bool = False
+    """move the camera's look-at point with the torso across the floor (the paper's camera stays fixed)"""
+    render_size: int = clip_envs.RENDER_SIZE
+    """frames are rendered this many pixels square (the videos' size), then resized to CLIP's input"""
 
     # Algorithm specific arguments
     env_id: str = "Humanoid-v5"
@@ -93,89 +93,9 @@ class Args:
     """automatic tuning of the entropy coefficient"""
 
 
-def textured_humanoid_xml(render_size):
-    """Path to gymnasium's humanoid.xml with a scene closer to photos: a blue sky, a grassy floor,
-    a skin-coloured body, soft light. The physics is untouched. Textures are MuJoCo's procedural
-    ones (no image files). Floor reflections are off: they cost a render pass and do not help CLIP."""
-    stock = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "humanoid.xml")
-    root = ET.parse(stock).getroot()
-    asset = root.find("asset")
-    for child in list(asset):
-        asset.remove(child)
-    for element in [
-        '<texture name="sky" type="skybox" builtin="gradient" rgb1="0.35 0.55 0.85" rgb2="0.85 0.9 0.95" width="256" height="256"/>',
-        '<texture name="grass" type="2d" builtin="checker" rgb1="0.30 0.45 0.20" rgb2="0.33 0.48 0.22" '
-        'mark="random" random="0.25" markrgb="0.45 0.58 0.30" width="512" height="512"/>',
-        '<material name="MatPlane" texture="grass" texrepeat="8 8" reflectance="0"/>',
-        '<material name="geom" rgba="0.87 0.70 0.58 1" specular="0.3" shininess="0.3"/>',
-    ]:
-        asset.append(ET.fromstring(element))
-    root.find("default/geom").set("rgba", "0.87 0.70 0.58 1")  # skin
-    root.find("worldbody/geom[@name='floor']").set("rgba", "1 1 1 1")  # let the texture show
-    visual = root.find("visual")
-    visual.append(ET.fromstring('<headlight ambient="0.35 0.35 0.35" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>'))
-    visual.append(ET.fromstring(f'<global offwidth="{max(render_size, 640)}" offheight="{max(render_size, 480)}"/>'))
-    path = os.path.join(tempfile.gettempdir(), f"vlmrm_humanoid_textured_{render_size}.xml")
-    ET.ElementTree(root).write(path)
-    return path
-
-
-class HumanoidCamera(gym.Wrapper):
-    """Renders the humanoid straight at CLIP's input size with MuJoCo's own Renderer, from a camera
-    that follows the torso across the floor but keeps its look-at height, so a kneeling body sits
-    lower in the frame than a standing one. Shadows are off: the cheapest scene that still reads."""
-
-    render_mode = "rgb_array"  # what render() returns; RecordVideo checks it
-
-    def __init__(self, env, size, camera):
-        super().__init__(env)
-        distance, elevation, azimuth, self.lookat_height = camera
-        self.renderer = mujoco.Renderer(env.unwrapped.model, height=size, width=size)
-        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-        self.camera = mujoco.MjvCamera()
-        self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
-
-    def render(self):
-        data = self.env.unwrapped.data
-        self.camera.lookat[:] = (data.qpos[0], data.qpos[1], self.lookat_height)
-        self.renderer.update_scene(data, camera=self.camera)
-        return self.renderer.render()
-
-    def close(self):
-        self.renderer.close()
-        super().close()
-
-
-KNEE_NEAR_FLOOR = 0.15  # metres: a knee (shin origin) this low rests on or near the floor
-
-
-def pose_indicators(data):
-    """Ground-truth proxies for poses: torso and head height, and whether both knees touch the floor."""
-    torso_height = data.body("torso").xpos[2]
-    head_height = data.geom("head").xpos[2]
-    knees_down = data.body("right_shin").xpos[2] < KNEE_NEAR_FLOOR and data.body("left_shin").xpos[2] < KNEE_NEAR_FLOOR
-    return {"torso_height": torso_height, "head_height": head_height, "kneeling": float(knees_down)}
-
-
-class PoseIndicators(gym.Wrapper):
-    """Puts `pose_indicators` of the current state into every info dict."""
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        return obs, {**info, **pose_indicators(self.env.unwrapped.data)}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated, truncated, {**info, **pose_indicators(self.env.unwrapped.data)}
-
-
-def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textured, render_size, camera):
+def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures, render_size, camera, camera_follow):
     def thunk():
-        xml = {"xml_file": textured_humanoid_xml(render_size)} if textured else {}
-        env = gym.make(env_id, max_episode_steps=episode_length, terminate_when_unhealthy=False, **xml)
-        env = PoseIndicators(env)
-        env = HumanoidCamera(env, render_size, camera)
+        env = clip_envs.make_humanoid(env_id, episode_length, textures, render_size, camera, camera_follow)
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -203,7 +123,13 @@ class ReplayBuffer:
     def sample(self, batch_size):
         idx = np.random.randint(0, self.size if self.full else self.pos, size=batch_size)
         to_tensor = lambda x: torch.as_tensor(x[idx], device=self.device)
-        return to_tensor(self.obs), to_tensor(self.next_obs), to_tensor(self.actions), to_tensor(self.rewards), to_tensor(self.dones)
+        return (
+            to_tensor(self.obs),
+            to_tensor(self.next_obs),
+            to_tensor(self.actions),
+            to_tensor(self.rewards),
+            to_tensor(self.dones),
+        )
 
 
 # ALGO LOGIC: initialize agent here:
@@ -235,10 +161,12 @@ class Actor(nn.Module):
         self.fc_logstd = nn.Linear(256, np.prod(env.single_action_space.shape))
         # action rescaling
         self.register_buffer(
-            "action_scale", torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32)
+            "action_scale",
+            torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32),
         )
         self.register_buffer(
-            "action_bias", torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32)
+            "action_bias",
+            torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32),
         )
 
     def forward(self, x):
@@ -272,8 +200,15 @@ if __name__ == "__main__":
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.ent_coef < 0:
         sys.exit(f"error: --ent-coef must be >= 0, got {args.ent_coef}")
-    if args.camera[0] <= 0:
-        sys.exit(f"error: --camera distance (its first value) must be > 0, got {args.camera[0]}")
+    if args.render_size < 1:
+        sys.exit(f"error: --render-size must be >= 1, got {args.render_size}")
+    try:
+        clip_envs.check_camera(args.camera)
+        if args.textures_dir is not None and not args.textured:
+            raise clip_envs.SceneError("--textures-dir needs the textured scene: drop --no-textured")
+        textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES, args.textures_dir) if args.textured else None
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
     # TRY NOT TO MODIFY: seeding
@@ -296,8 +231,6 @@ if __name__ == "__main__":
         )
     except clip_reward.CLIPRewardError as error:
         sys.exit(f"error: {error}")
-    # Render straight at CLIP's input size: no big render to shrink afterwards.
-    render_size = reward_model.image_size[0]
 
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
@@ -310,13 +243,22 @@ if __name__ == "__main__":
         envs = gym.vector.SyncVectorEnv(
             [
                 make_env(
-                    args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, args.textured, render_size, args.camera
+                    args.env_id,
+                    args.seed + i,
+                    i,
+                    args.capture_video,
+                    run_name,
+                    args.episode_length,
+                    textures,
+                    args.render_size,
+                    args.camera,
+                    args.camera_follow,
                 )
                 for i in range(args.num_envs)
             ]
         )
-    except mujoco.FatalError as error:
-        sys.exit(f"error: MuJoCo cannot render ({error}); on a machine without a display set MUJOCO_GL=egl or MUJOCO_GL=osmesa")
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
 
     actor = Actor(envs).to(device)
@@ -362,7 +304,7 @@ if __name__ == "__main__":
         next_obs, _, terminations, truncations, infos = envs.step(actions)  # the env's running reward is not used
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
-        frames = np.stack(envs.render())  # (num_envs, S, S, 3) uint8, S = CLIP's input size
+        frames = np.stack(envs.render())  # (num_envs, 480, 480, 3) uint8; resized to CLIP's input inside
         rewards = reward_model(frames).cpu().numpy()
         # ===========================================================================================
 
@@ -417,7 +359,9 @@ if __name__ == "__main__":
             q_optimizer.step()
 
             if iteration % args.policy_frequency == 0:  # TD 3 Delayed update support
-                for _ in range(args.policy_frequency):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                for _ in range(
+                    args.policy_frequency
+                ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
                     pi, log_pi, _ = actor.get_action(data_obs)
                     qf1_pi = qf1(data_obs, pi)
                     qf2_pi = qf2(data_obs, pi)

@@ -17,6 +17,7 @@ import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+import clip_envs
 import clip_reward
 
 
@@ -38,9 +39,9 @@ class Args:
     # CLIP reward (VLM-RM)
     reward: Literal["clip", "ground-truth"] = "clip"
     """what the agent learns from: the CLIP reward of the rendered frame, or the environment's own reward"""
-    prompt: tuple[str, ...] = ("a car at the peak of the mountain, next to the yellow flag",)
+    prompt: tuple[str, ...] = (clip_envs.PROMPTS["mountaincar"][0],)
     """the task as a sentence (the goal prompt g); several prompts are embedded, normalised and averaged"""
-    baseline_prompt: tuple[str, ...] = ("a car in the mountain",)
+    baseline_prompt: tuple[str, ...] = (clip_envs.PROMPTS["mountaincar"][1],)
     """the baseline prompt b describing the scene in general"""
     alpha: float = 0.5
     """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward, 1 keeps only the b->g direction"""
@@ -51,7 +52,9 @@ class Args:
     reward_batch_size: int = 64
     """the most frames CLIP embeds in one forward pass"""
     textured: bool = True
-    """draw a realistic scene (sky, textured mountain, car, flag) at CLIP's input size; --no-textured keeps gymnasium's line drawing"""
+    """the paper's scene: a landscape photo along the track and a car sprite; --no-textured keeps gymnasium's line drawing"""
+    textures_dir: Optional[str] = None
+    """a folder with any of the authors' mountain_car_background.png, mountain_car.png to use instead of the project's own"""
 
     # Algorithm specific arguments
     env_id: str = "MountainCarContinuous-v0"
@@ -86,147 +89,9 @@ class Args:
     """automatic tuning of the entropy coefficient"""
 
 
-GOAL_POSITION = 0.45  # MountainCarContinuous's flag
-
-
-class FixedLengthMountainCar(gym.Wrapper):
-    """Runs every episode to its time limit. Reaching the flag parks the car there (velocity 0)
-    for the rest of the episode, so success is a state CLIP can see. The env's own reward
-    (+100 at the flag, minus the action cost) stays as the ground truth; parked steps earn 0."""
-
-    def reset(self, **kwargs):
-        self.parked_state = None
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        car = self.env.unwrapped
-        if self.parked_state is not None:
-            reward = 0.0
-        elif terminated:
-            self.parked_state = np.array([obs[0], 0.0], dtype=np.float32)
-        if self.parked_state is not None:
-            car.state = self.parked_state.copy()
-            obs = self.parked_state.copy()
-        return obs, reward, False, truncated, info
-
-
-def mountain_height(x):
-    return np.sin(3 * x) * 0.45 + 0.55  # gymnasium's track
-
-
-def value_noise(rng, size, cells):
-    """Smooth noise in [0, 1] of shape (size, size): a random (cells+1)^2 grid, bilinearly interpolated."""
-    grid = rng.random((cells + 1, cells + 1))
-    t = np.linspace(0, cells, size, endpoint=False)
-    i, f = t.astype(int), t % 1
-    rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
-    return rows[:, i] * (1 - f) + rows[:, i + 1] * f
-
-
-def rounded_box_sdf(u, v, center_u, center_v, half_u, half_v, radius):
-    """Signed distance from points (u, v) to a rounded rectangle (negative inside)."""
-    qu = np.abs(u - center_u) - half_u + radius
-    qv = np.abs(v - center_v) - half_v + radius
-    outside = np.hypot(np.maximum(qu, 0), np.maximum(qv, 0))
-    return outside + np.minimum(np.maximum(qu, qv), 0) - radius
-
-
-class TexturedMountainCarRenderer:
-    """Draws MountainCar as a scene closer to a photo than gymnasium's line drawing: a sky,
-    far hills, a mountain with grass and rock textures, a yellow flag and a red car.
-    The static scene is drawn once; each frame only paints the car. Shapes are signed-distance
-    fields, so edges are anti-aliased at any size (render straight at CLIP's input size)."""
-
-    X_MIN, X_MAX = -1.3, 0.75  # the track is [-1.2, 0.6]; the margin keeps the whole car in view
-    Y_TOP = 1.45  # world height at the top row; both axes share one scale
-
-    def __init__(self, size=224, seed=0):
-        self.size = size
-        self.pixel = (self.X_MAX - self.X_MIN) / size  # world units per pixel
-        centres = (np.arange(size) + 0.5) * self.pixel
-        self.world_x = self.X_MIN + centres  # (size,) world x of each column
-        self.world_y = self.Y_TOP - centres  # (size,) world y of each row
-        self.background = self._draw_scene(np.random.default_rng(seed))
-
-    def pixel_of(self, x, y):
-        """(row, column) of a world point."""
-        return (self.Y_TOP - y) / self.pixel, (x - self.X_MIN) / self.pixel
-
-    def _paint(self, image, sdf, color, rows=slice(None), cols=slice(None)):
-        coverage = np.clip(0.5 - sdf / self.pixel, 0, 1)[..., None]
-        image[rows, cols] = image[rows, cols] * (1 - coverage) + np.asarray(color, dtype=np.float32) * coverage
-
-    def _draw_scene(self, rng):
-        size, wx, wy = self.size, self.world_x[None, :], self.world_y[:, None]
-        # Sky: deep blue at the top fading to a hazy horizon.
-        t = np.linspace(0, 1, size)[:, None, None]
-        image = np.broadcast_to((1 - t) * np.array([60, 120, 200]) + t * np.array([190, 215, 235]), (size, size, 3)).copy()
-        # Far hills in bluish haze.
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        ridge = 0.85 + 0.12 * np.sin(4 * wx + phase[0]) + 0.05 * np.sin(11 * wx + phase[1]) + 0.02 * np.sin(29 * wx + phase[2])
-        self._paint(image, wy - ridge, [120, 140, 170])
-        # The mountain: grass on the surface, rock and earth below, with texture.
-        depth = mountain_height(wx) - wy  # > 0 below the surface
-        texture = 0.6 * value_noise(rng, size, 40) + 0.4 * value_noise(rng, size, 12)
-        rock = (1 - texture[..., None]) * np.array([95, 75, 55]) + texture[..., None] * np.array([150, 135, 115])
-        grass = (1 - texture[..., None]) * np.array([50, 110, 40]) + texture[..., None] * np.array([95, 160, 60])
-        ground = np.where((depth < 0.06)[..., None], grass, rock)
-        coverage = np.clip(0.5 + depth / self.pixel, 0, 1)[..., None]
-        image = image * (1 - coverage) + ground * coverage
-        # The flag: a grey pole and a yellow banner at the goal.
-        base = mountain_height(GOAL_POSITION)
-        self._paint(image, rounded_box_sdf(wx, wy, GOAL_POSITION, base + 0.14, 0.007, 0.14, 0.003), [70, 70, 70])
-        self._paint(image, rounded_box_sdf(wx, wy, GOAL_POSITION + 0.065, base + 0.24, 0.058, 0.04, 0.004), [245, 205, 20])
-        return image.astype(np.float32)
-
-    def render(self, position):
-        """uint8 (size, size, 3) frame with the car at track position x."""
-        image = self.background.copy()
-        y = mountain_height(position)
-        angle = np.arctan(1.35 * np.cos(3 * position))  # slope of the track
-        # Paint only the car's neighbourhood, in the car's own frame (u along the slope, v up).
-        row, col = self.pixel_of(position, y)
-        reach = int(0.2 / self.pixel) + 2
-        rows = slice(max(int(row) - reach, 0), min(int(row) + reach, self.size))
-        cols = slice(max(int(col) - reach, 0), min(int(col) + reach, self.size))
-        dx = self.world_x[None, cols] - position
-        dy = self.world_y[rows, None] - y
-        u = dx * np.cos(angle) + dy * np.sin(angle)
-        v = -dx * np.sin(angle) + dy * np.cos(angle)
-        parts = [
-            (rounded_box_sdf(u, v, 0.0, 0.065, 0.11, 0.03, 0.012), [200, 25, 30]),  # body
-            (rounded_box_sdf(u, v, -0.015, 0.11, 0.065, 0.03, 0.02), [200, 25, 30]),  # cabin
-            (rounded_box_sdf(u, v, -0.045, 0.11, 0.026, 0.018, 0.005), [170, 210, 235]),  # rear window
-            (rounded_box_sdf(u, v, 0.02, 0.11, 0.026, 0.018, 0.005), [170, 210, 235]),  # front window
-            (np.hypot(u + 0.065, v - 0.032) - 0.032, [25, 25, 25]),  # rear wheel
-            (np.hypot(u - 0.065, v - 0.032) - 0.032, [25, 25, 25]),  # front wheel
-            (np.hypot(u + 0.065, v - 0.032) - 0.013, [170, 170, 170]),  # hubs
-            (np.hypot(u - 0.065, v - 0.032) - 0.013, [170, 170, 170]),
-            (np.hypot(u - 0.105, v - 0.075) - 0.009, [255, 230, 120]),  # headlight
-        ]
-        for sdf, color in parts:
-            self._paint(image, sdf, color, rows, cols)
-        return image.astype(np.uint8)
-
-
-class TexturedRender(gym.Wrapper):
-    """Replaces the env's render() with the textured scene (what CLIP and the videos see)."""
-
-    def __init__(self, env, size):
-        super().__init__(env)
-        self.renderer = TexturedMountainCarRenderer(size)
-
-    def render(self):
-        return self.renderer.render(float(self.env.unwrapped.state[0]))
-
-
-def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textured, render_size):
+def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures):
     def thunk():
-        env = gym.make(env_id, render_mode="rgb_array", max_episode_steps=episode_length)
-        env = FixedLengthMountainCar(env)
-        if textured:
-            env = TexturedRender(env, render_size)
+        env = clip_envs.make_mountaincar(env_id, episode_length, textures)
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -254,7 +119,13 @@ class ReplayBuffer:
     def sample(self, batch_size):
         idx = np.random.randint(0, self.size if self.full else self.pos, size=batch_size)
         to_tensor = lambda x: torch.as_tensor(x[idx], device=self.device)
-        return to_tensor(self.obs), to_tensor(self.next_obs), to_tensor(self.actions), to_tensor(self.rewards), to_tensor(self.dones)
+        return (
+            to_tensor(self.obs),
+            to_tensor(self.next_obs),
+            to_tensor(self.actions),
+            to_tensor(self.rewards),
+            to_tensor(self.dones),
+        )
 
 
 # ALGO LOGIC: initialize agent here:
@@ -286,10 +157,12 @@ class Actor(nn.Module):
         self.fc_logstd = nn.Linear(256, np.prod(env.single_action_space.shape))
         # action rescaling
         self.register_buffer(
-            "action_scale", torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32)
+            "action_scale",
+            torch.tensor((env.single_action_space.high - env.single_action_space.low) / 2.0, dtype=torch.float32),
         )
         self.register_buffer(
-            "action_bias", torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32)
+            "action_bias",
+            torch.tensor((env.single_action_space.high + env.single_action_space.low) / 2.0, dtype=torch.float32),
         )
 
     def forward(self, x):
@@ -323,6 +196,12 @@ if __name__ == "__main__":
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.ent_coef < 0:
         sys.exit(f"error: --ent-coef must be >= 0, got {args.ent_coef}")
+    try:
+        if args.textures_dir is not None and not args.textured:
+            raise clip_envs.SceneError("--textures-dir needs the textured scene: drop --no-textured")
+        textures = clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, args.textures_dir) if args.textured else None
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
     # TRY NOT TO MODIFY: seeding
@@ -347,8 +226,6 @@ if __name__ == "__main__":
             )
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")
-    # The textured scene is drawn straight at CLIP's input size, so no resize is needed.
-    render_size = reward_model.image_size[0] if reward_model is not None else 224
 
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
@@ -359,7 +236,7 @@ if __name__ == "__main__":
     # env setup
     envs = gym.vector.SyncVectorEnv(
         [
-            make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, args.textured, render_size)
+            make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, textures)
             for i in range(args.num_envs)
         ]
     )
@@ -407,7 +284,7 @@ if __name__ == "__main__":
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
         if reward_model is not None:
-            frames = np.stack(envs.render())  # (num_envs, H, W, 3) uint8
+            frames = np.stack(envs.render())  # (num_envs, 400, 600, 3) uint8; resized to CLIP's input inside
             clip_rewards = reward_model(frames).cpu().numpy()
             rewards = clip_rewards
             episode_clip_return += np.where(autoreset, 0.0, clip_rewards)
@@ -418,7 +295,7 @@ if __name__ == "__main__":
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
                 ground_truth_return = infos["episode"]["r"][i]
-                success = float(next_obs[i, 0] >= GOAL_POSITION)  # the car ends the episode parked at the flag
+                success = float(next_obs[i, 0] >= clip_envs.GOAL_POSITION)  # the car ends the episode parked at the flag
                 sps = int(global_step / (time.time() - start_time))
                 message = f"global_step={global_step}/{args.total_timesteps}, ground_truth_return={ground_truth_return:.1f}, success={success:.0f}"
                 writer.add_scalar("charts/episodic_ground_truth_return", ground_truth_return, global_step)
@@ -460,7 +337,9 @@ if __name__ == "__main__":
             q_optimizer.step()
 
             if iteration % args.policy_frequency == 0:  # TD 3 Delayed update support
-                for _ in range(args.policy_frequency):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                for _ in range(
+                    args.policy_frequency
+                ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
                     pi, log_pi, _ = actor.get_action(data_obs)
                     qf1_pi = qf1(data_obs, pi)
                     qf2_pi = qf2(data_obs, pi)

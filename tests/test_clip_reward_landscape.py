@@ -3,11 +3,15 @@
 import csv
 import os
 import re
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from PIL import Image
 
+import clip_envs
 import clip_reward
 from conftest import REPO_ROOT
 from helpers import assert_one_line_error, run_script
@@ -81,3 +85,36 @@ def test_tiny_cartpole_clip_peaks_at_the_upright_pole_for_every_alpha(tmp_path):
         peak = states[np.argmax(rewards[alpha])]
         assert abs(peak) <= 6, (alpha, peak)  # within a few degrees of upright; regularisation does not move it away
         assert np.corrcoef(rewards[alpha], ground_truth)[0, 1] > 0.3, alpha
+
+
+@pytest.mark.parametrize("env", ["mountaincar", "humanoid"])
+def test_save_frames_writes_what_clip_sees(tmp_path, env):
+    """--save-frames writes each swept frame after the reward model's own resize (64 px for the tiny
+    CartPole CLIP), in RGB order: the textured scenes have a blue sky at the top."""
+    frames_dir = tmp_path / "frames"
+    states, _, _, _ = run_landscape(env, f"local-dir:{TINY_CARTPOLE_CLIP}", tmp_path, 5, "--save-frames", frames_dir)
+    names = sorted(os.listdir(frames_dir))
+    assert len(names) == 5 and names[0].startswith(f"{env}_000_")
+    pictures = [np.asarray(Image.open(frames_dir / name)) for name in names]
+    assert all(picture.shape == (64, 64, 3) for picture in pictures)
+    sky = pictures[0][:4].reshape(-1, 3).mean(0).astype(float)
+    assert sky[2] > sky[0] + 30
+    # The first state's frame, rendered here and resized by the reward model, is the saved picture.
+    model = clip_reward.load_reward_model(f"local-dir:{TINY_CARTPOLE_CLIP}", ["a"], ["b"], 0.0, device="cpu")
+    if env == "mountaincar":
+        scene = clip_envs.make_mountaincar("MountainCarContinuous-v0", 200, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES))
+        scene.reset(seed=0)
+        scene.unwrapped.state = np.array([states[0], 0.0])
+        expected = model.preprocess.resize(scene.render()[None])[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(pictures[0] - expected).max() <= 1.0
+    else:  # the standing humanoid at the start of the sweep, then kneeling: the saved pictures differ
+        assert np.abs(pictures[0].astype(float) - pictures[-1]).mean() > 1.0
+
+
+def test_importing_the_landscape_tool_leaves_mujoco_alone(tmp_path):
+    """It imports the environments module, not the training scripts, and picks a GL backend only for --env humanoid."""
+    env = {key: value for key, value in os.environ.items() if key != "MUJOCO_GL"}
+    env["PYTHONPATH"] = REPO_ROOT
+    code = "import os, sys, clip_reward_landscape; print(os.environ.get('MUJOCO_GL'), 'mujoco' in sys.modules, 'dqn_clip_cartpole' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.stdout.split() == ["None", "False", "False"], result.stderr

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import clip_reward
-from dqn_clip_cartpole import FixedLengthCartPole, QNetwork
+import clip_envs
+from dqn_clip_cartpole import QNetwork
 from helpers import assert_finite, assert_one_line_error, read_scalars, run_script
 
 SCRIPT = "dqn_clip_cartpole.py"
@@ -18,7 +19,7 @@ EPISODE_LENGTH = 100
 
 def random_policy_rollouts(episodes, episode_length, seed=0, render=False):
     """Ground-truth returns (and rendered frames) of a uniformly random policy."""
-    env = FixedLengthCartPole(gym.make("CartPole-v1", render_mode="rgb_array" if render else None, max_episode_steps=episode_length))
+    env = clip_envs.make_cartpole("CartPole-v1", episode_length, render)
     env.action_space.seed(seed)
     returns, frames = [], []
     for episode in range(episodes):

@@ -1,4 +1,4 @@
-"""sac_clip_humanoid.py: the textured scene, pose indicators on hand-set poses, an end-to-end run, errors."""
+"""sac_clip_humanoid.py: pose indicators on hand-set poses, an end-to-end run with the paper's scene, errors."""
 
 import glob
 import os
@@ -6,88 +6,34 @@ import os
 import numpy as np
 import pytest
 import torch
+from moviepy import VideoFileClip
 
+import clip_envs
 from helpers import assert_finite, assert_one_line_error, read_scalars, run_script
-from sac_clip_humanoid import make_env, pose_indicators
+from test_clip_envs import KNEELING, STANDING, set_pose
 
 SCRIPT = "sac_clip_humanoid.py"
-CAMERA = (3.0, -10.0, 90.0, 0.8)
 EPISODE_LENGTH = 40
 
-
-@pytest.fixture(scope="module")
-def humanoid():
-    env = make_env("Humanoid-v5", 0, 1, False, "test", 100, True, 224, CAMERA)()
-    yield env
-    env.close()
-
-
-def set_pose(env, torso_height, joints=None):
-    """Place the humanoid by hand: torso height (m) and joint angles (rad), at rest."""
-    model = env.unwrapped.model
-    qpos = env.unwrapped.init_qpos.copy()
-    qpos[2] = torso_height
-    for joint, angle in (joints or {}).items():
-        qpos[model.joint(joint).qposadr[0]] = angle
-    env.unwrapped.set_state(qpos, np.zeros(model.nv))
-
-
-STANDING = dict(torso_height=1.4)
-# Thighs upright, shins flat on the floor behind.
-KNEELING = dict(torso_height=0.92, joints={"right_knee": -np.pi / 2, "left_knee": -np.pi / 2})
 # Left knee on the floor, right thigh forward with its foot on the floor.
 HALF_KNEELING = dict(torso_height=0.92, joints={"left_knee": -np.pi / 2, "right_hip_y": -np.pi / 2, "right_knee": -np.pi / 2})
 
 
-def test_pose_indicators_on_standing_and_kneeling_poses(humanoid):
-    set_pose(humanoid, **STANDING)
-    standing = pose_indicators(humanoid.unwrapped.data)
+def test_pose_indicators_on_standing_and_kneeling_poses():
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, None, render_size=64)
+    env.reset(seed=0)
+    set_pose(env, **STANDING)
+    standing = clip_envs.pose_indicators(env.unwrapped.data)
     assert standing["torso_height"] == pytest.approx(1.4) and standing["head_height"] == pytest.approx(1.59)
     assert standing["kneeling"] == 0.0
-    set_pose(humanoid, **KNEELING)
-    kneeling = pose_indicators(humanoid.unwrapped.data)
+    set_pose(env, **KNEELING)
+    kneeling = clip_envs.pose_indicators(env.unwrapped.data)
     assert kneeling["torso_height"] == pytest.approx(0.92) and kneeling["kneeling"] == 1.0
-    set_pose(humanoid, **HALF_KNEELING)  # one knee down is not kneeling
-    half = pose_indicators(humanoid.unwrapped.data)
+    set_pose(env, **HALF_KNEELING)  # one knee down is not kneeling
+    half = clip_envs.pose_indicators(env.unwrapped.data)
     assert half["kneeling"] == 0.0 and half["torso_height"] == pytest.approx(0.92)
-    assert humanoid.unwrapped.data.body("right_shin").xpos[2] == pytest.approx(0.92 - 0.465, abs=0.03)  # that knee is at hip height
-
-
-@pytest.mark.parametrize("pose", [STANDING, KNEELING], ids=["standing", "kneeling"])
-def test_textured_scene_frames_the_whole_body(humanoid, pose):
-    set_pose(humanoid, **pose)
-    frame = humanoid.render()
-    assert frame.shape == (224, 224, 3) and frame.dtype == np.uint8
-    assert frame.std() > 20
-    sky, floor = frame[:20].reshape(-1, 3).mean(0), frame[-20:].reshape(-1, 3).mean(0)
-    assert sky[2] > sky[0] + 40 and floor[1] > floor[0] and floor[1] > floor[2]  # blue sky, green floor
-    # Which geom each pixel shows: the body's pixels must lie inside the frame with a margin.
-    humanoid.get_wrapper_attr("renderer").enable_segmentation_rendering()
-    try:
-        segmentation = humanoid.render()[..., 0]
-    finally:
-        humanoid.get_wrapper_attr("renderer").disable_segmentation_rendering()
-    floor_id = humanoid.unwrapped.model.geom("floor").id
-    body = (segmentation >= 0) & (segmentation != floor_id)
-    rows, cols = np.nonzero(body)
-    assert body.sum() > 1000
-    assert rows.min() > 2 and rows.max() < 221 and cols.min() > 2 and cols.max() < 221
-    assert rows.max() - rows.min() > 224 * (0.45 if pose is STANDING else 0.3)  # big enough for CLIP to see the pose
-    skin = frame[body].mean(0)
-    assert skin[0] > skin[1] > skin[2]  # skin tone on the body
-
-
-def test_kneeling_body_sits_lower_in_the_frame(humanoid):
-    """The camera keeps its look-at height, so the pose shows as the body's extent in the image."""
-    tops = []
-    for pose in (STANDING, KNEELING):
-        set_pose(humanoid, **pose)
-        humanoid.get_wrapper_attr("renderer").enable_segmentation_rendering()
-        segmentation = humanoid.render()[..., 0]
-        humanoid.get_wrapper_attr("renderer").disable_segmentation_rendering()
-        rows, _ = np.nonzero((segmentation >= 0) & (segmentation != humanoid.unwrapped.model.geom("floor").id))
-        tops.append(rows.min())
-    assert tops[1] > tops[0] + 30
+    assert env.unwrapped.data.body("right_shin").xpos[2] == pytest.approx(0.92 - 0.465, abs=0.03)  # that knee is at hip height
+    env.close()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +58,8 @@ def test_clip_run_logs_clip_reward_pose_indicators_and_losses(clip_run):
     # The CLIP reward of a unit-norm embedding with alpha 0.5 lies in [-1, 1] per step.
     assert all(abs(r) <= EPISODE_LENGTH for r in scalars["charts/episodic_clip_return"])
     hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert "|alpha|0.5|" in hyperparameters and "|camera|(3.0, -10.0, 90.0, 0.8)|" in hyperparameters
+    assert "|alpha|0.5|" in hyperparameters and "|camera|(3.5, -10.0, 180.0, 1.0)|" in hyperparameters
+    assert "|render_size|480|" in hyperparameters
     assert "torso_height=" in result.stdout and "SPS=" in result.stdout
 
 
@@ -123,9 +70,13 @@ def test_first_episode_starts_upright_and_falls(clip_run):
     assert scalars["pose/torso_height"][0] < 1.4  # mean over the episode, below the start height
 
 
-def test_clip_run_saves_video_and_policy(clip_run):
+def test_clip_run_saves_a_480_pixel_video_and_the_policy(clip_run):
+    """Videos are recorded at the render size, big enough to judge a pose, not at the tiny CLIP's 32 px."""
     cwd, _ = clip_run
-    assert glob.glob(os.path.join(cwd, "videos", "*", "*.mp4"))
+    (video, *_) = sorted(glob.glob(os.path.join(cwd, "videos", "*", "*.mp4")))
+    clip = VideoFileClip(video)
+    assert list(clip.size) == [480, 480]
+    clip.close()
     (model_path,) = glob.glob(os.path.join(cwd, "runs", "*", "sac_clip_humanoid.cleanrl_model"))
     actor_state, qf1_state, _ = torch.load(model_path)
     assert actor_state["fc_mean.weight"].shape == (17, 256)  # Humanoid has 17 actuators
@@ -136,8 +87,10 @@ def test_clip_run_saves_video_and_policy(clip_run):
     "args, message",
     [
         (["--alpha", "1.2"], "alpha must be in [0, 1]"),
-        (["--camera", "0", "-10", "90", "0.8"], "--camera distance"),
+        (["--camera", "0", "-10", "90", "0.8"], "--camera takes DISTANCE"),
+        (["--camera", "nan", "-10", "90", "0.8"], "--camera takes DISTANCE"),
         (["--prompt", ""], "target prompts must be a non-empty list"),
+        (["--no-textured", "--textures-dir", "."], "--textures-dir needs the textured scene"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(tiny_clip_spec, tmp_path, args, message):

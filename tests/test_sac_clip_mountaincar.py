@@ -1,4 +1,4 @@
-"""sac_clip_mountaincar.py: the textured renderer, parking at the flag, an end-to-end run, errors."""
+"""sac_clip_mountaincar.py: parking at the flag, an end-to-end run with the paper's scene, errors. (The scene: test_clip_envs.py.)"""
 
 import glob
 import os
@@ -7,53 +7,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from moviepy import VideoFileClip
 
+import clip_envs
 import clip_reward
+from clip_envs import GOAL_POSITION, FixedLengthMountainCar
 from helpers import assert_finite, assert_one_line_error, read_scalars, run_script
-from sac_clip_mountaincar import GOAL_POSITION, Actor, FixedLengthMountainCar, TexturedMountainCarRenderer, make_env, mountain_height
+from sac_clip_mountaincar import Actor
 
 SCRIPT = "sac_clip_mountaincar.py"
 EPISODE_LENGTH = 50
-
-
-def car_mask(renderer, frame):
-    return np.abs(frame.astype(np.float32) - renderer.background).sum(axis=-1) > 30
-
-
-@pytest.mark.parametrize("size", [32, 224])
-def test_textured_scene_has_the_right_size_and_is_not_blank(size):
-    frame = TexturedMountainCarRenderer(size).render(-0.5)
-    assert frame.shape == (size, size, 3) and frame.dtype == np.uint8
-    assert frame.std() > 20  # a scene, not a flat colour
-    # Sky above (blue dominates), ground below (red >= blue).
-    top, bottom = frame[: size // 10].reshape(-1, 3).mean(0), frame[-size // 10 :].reshape(-1, 3).mean(0)
-    assert top[2] > top[0] + 50 and bottom[0] >= bottom[2]
-
-
-def test_the_car_moves_right_in_the_image_as_x_grows():
-    renderer = TexturedMountainCarRenderer(224)
-    columns, rows = [], []
-    for x in np.linspace(-1.2, 0.6, 10):
-        mask = car_mask(renderer, renderer.render(x))
-        assert 100 < mask.sum() < 2000  # a car-sized blob
-        ys, xs = np.nonzero(mask)
-        columns.append(xs.mean())
-        rows.append(ys.mean())
-        expected_row, expected_col = renderer.pixel_of(x, mountain_height(x))
-        assert abs(xs.mean() - expected_col) < 8 and expected_row - 25 < ys.mean() < expected_row  # on the track
-    assert np.all(np.diff(columns) > 10)
-    # The car at the flag is higher in the image than in the valley.
-    assert rows[-2] < rows[3]
-
-
-def test_the_flag_is_drawn_yellow_at_the_goal():
-    renderer = TexturedMountainCarRenderer(224)
-    frame = renderer.render(-0.5)
-    yellow = (frame[..., 0] > 200) & (frame[..., 1] > 170) & (frame[..., 2] < 80)
-    ys, xs = np.nonzero(yellow)
-    assert yellow.sum() > 50
-    goal_row, goal_col = renderer.pixel_of(GOAL_POSITION, mountain_height(GOAL_POSITION))
-    assert goal_col - 2 < xs.mean() < goal_col + 20 and ys.max() < goal_row  # beside the pole, above the ground
 
 
 def test_reaching_the_flag_parks_the_car_and_the_episode_runs_on():
@@ -96,11 +59,14 @@ def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
 def test_clip_return_matches_rewards_of_textured_frames(clip_run, tiny_clip_spec):
     cwd, _ = clip_run
     scalars, _, _ = read_scalars(cwd)
-    model = clip_reward.load_reward_model(
-        tiny_clip_spec, ["a car at the peak of the mountain, next to the yellow flag"], ["a car in the mountain"], 0.5, device="cpu"
-    )
-    renderer = TexturedMountainCarRenderer(model.image_size[0])
-    rewards = model(np.stack([renderer.render(x) for x in np.linspace(-1.2, 0.6, 60)])).numpy()
+    model = clip_reward.load_reward_model(tiny_clip_spec, [clip_envs.PROMPTS["mountaincar"][0]], [clip_envs.PROMPTS["mountaincar"][1]], 0.5, device="cpu")
+    env = clip_envs.make_mountaincar("MountainCarContinuous-v0", 200, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES))
+    env.reset(seed=0)
+    frames = []
+    for x in np.linspace(-1.2, 0.6, 60):
+        env.unwrapped.state = np.array([x, 0.0])
+        frames.append(env.render())
+    rewards = model(np.stack(frames)).numpy()
     per_step = np.array(scalars["charts/episodic_clip_return"]) / EPISODE_LENGTH
     margin = 0.1 * (rewards.max() - rewards.min()) + 1e-4
     assert np.all(per_step >= rewards.min() - margin) and np.all(per_step <= rewards.max() + margin), (per_step, rewards)
@@ -108,7 +74,10 @@ def test_clip_return_matches_rewards_of_textured_frames(clip_run, tiny_clip_spec
 
 def test_clip_run_saves_video_and_policy(clip_run):
     cwd, _ = clip_run
-    assert glob.glob(os.path.join(cwd, "videos", "*", "*.mp4"))
+    (video, *_) = sorted(glob.glob(os.path.join(cwd, "videos", "*", "*.mp4")))
+    clip = VideoFileClip(video)
+    assert list(clip.size) == [600, 400]  # gymnasium's frame, not CLIP's input size
+    clip.close()
     (model_path,) = glob.glob(os.path.join(cwd, "runs", "*", "sac_clip_mountaincar.cleanrl_model"))
     actor_state, _, _ = torch.load(model_path)
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("MountainCarContinuous-v0")])
@@ -118,15 +87,20 @@ def test_clip_run_saves_video_and_policy(clip_run):
     assert mean_action.shape == (1, 1) and abs(mean_action.item()) <= 1.0
 
 
-@pytest.mark.parametrize("textured, shape", [(True, (64, 64, 3)), (False, (400, 600, 3))])
-def test_textured_flag_picks_the_renderer(textured, shape):
-    env = make_env("MountainCarContinuous-v0", 0, 0, False, "test", EPISODE_LENGTH, textured, 64)()
+@pytest.mark.parametrize("textured", [True, False])
+def test_textured_flag_picks_the_renderer(textured):
+    """Both scenes are gymnasium's 600x400 frame; the textured one is the photo-like scene, sky blue at the top."""
+    textures = clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES) if textured else None
+    env = clip_envs.make_mountaincar("MountainCarContinuous-v0", EPISODE_LENGTH, textures)
     env.reset(seed=0)
     frame = env.render()
     env.close()
-    assert frame.shape == shape and frame.dtype == np.uint8
-    if textured:  # the very frame the textured renderer draws for the car's state
-        np.testing.assert_array_equal(frame, TexturedMountainCarRenderer(64).render(float(env.unwrapped.state[0])))
+    assert frame.shape == (400, 600, 3) and frame.dtype == np.uint8
+    top = frame[:30].reshape(-1, 3).mean(0)
+    if textured:
+        assert top[2] > top[0] + 40
+    else:
+        assert top.min() > 250  # gymnasium's white background
 
 
 def test_gymnasium_drawing_still_works_with_no_textured(tiny_clip_spec, tmp_path):

@@ -1,0 +1,322 @@
+"""The environments as CLIP sees them: fixed-length episodes, the paper's scenes and cameras, pose indicators.
+
+What CLIP sees is the method's main lever (the paper's kneeling ablation: stock look 36% success,
+textures 91%, textures and camera 100%), so the defaults here are the authors' scenes
+(github.com/AlignmentResearch/vlmrm, paper Appendix C), drawn with the project's own textures
+(`assets/make_textures.py`); `textures_dir` swaps in any of the authors' files by name.
+
+| env         | episode                                    | what is rendered                                        |
+| CartPole    | 200 steps, never ends early; the cart      | gymnasium's 600x400 drawing                             |
+|             | stops at the track's ends; angle wrapped   |                                                         |
+| MountainCar | 200 steps; the flag (x >= 0.45) parks the  | 600x400: a landscape photo whose mountain edge is       |
+|             | car there                                  | gymnasium's track, a car sprite rotated to the slope    |
+| Humanoid    | 100 steps, never ends early                | 480x480: metallic robot, cloudy sky, slate floor,       |
+|             |                                            | directional light with shadows, a fixed frontal camera  |
+
+Frames are handed to CLIP at this size; `clip_reward.FramePreprocessor` resizes them whole
+to the model's input, as the authors did.
+"""
+
+import hashlib
+import os
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+TEXTURES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "textures")
+HUMANOID_TEXTURES = ("sky.png", "tiles.png", "robot.png")
+MOUNTAINCAR_TEXTURES = ("mountain_car_background.png", "mountain_car.png")
+
+
+# The paper's prompts (Table 3) for each environment: (goal, baseline).
+PROMPTS = {
+    "cartpole": ("pole vertically upright on top of the cart", "pole and cart"),
+    "mountaincar": ("a car at the peak of the mountain, next to the yellow flag", "a car in the mountain"),
+    "humanoid": ("a humanoid robot kneeling", "a humanoid robot"),
+}
+
+
+class SceneError(ValueError):
+    """A scene cannot be built as asked (missing or unreadable textures, bad camera); one line, says what to fix."""
+
+
+def scene_textures(names, textures_dir=None):
+    """{file name: path} of the textures to draw with: the project's own, or those of `names` found in textures_dir.
+
+    Every image is opened here, so a bad file is a one-line SceneError before any work starts.
+    """
+    paths = {name: os.path.join(TEXTURES_DIR, name) for name in names}
+    if textures_dir is not None:
+        if not os.path.isdir(textures_dir):
+            raise SceneError(f"--textures-dir {textures_dir} is not a folder")
+        found = {name: os.path.join(textures_dir, name) for name in names if os.path.isfile(os.path.join(textures_dir, name))}
+        if not found:
+            raise SceneError(f"--textures-dir {textures_dir} holds none of {', '.join(names)} (the authors' file names)")
+        paths.update(found)
+    for path in paths.values():
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as error:  # PIL raises many types for a broken file; all mean the same here
+            raise SceneError(
+                f"cannot read texture {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            )
+    return paths
+
+
+# --------------------------------------------------------------------------------------
+# CartPole
+# --------------------------------------------------------------------------------------
+
+
+class CartPoleOnTrack(gym.Wrapper):
+    """CartPole as the authors ran it: every episode runs to its time limit, the pole may fall,
+    the cart stops at the ends of the track (so it never leaves the frame) and the angle is
+    wrapped to [-pi, pi]. The reward becomes the ground truth for logging: 1 while the pole is
+    within CartPole's usual +-12 degrees, else 0."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        cartpole = env.unwrapped
+        high = np.array([cartpole.x_threshold, np.finfo(np.float32).max, np.pi, np.finfo(np.float32).max], dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+
+    def step(self, action):
+        _, _, _, truncated, info = self.env.step(action)
+        cartpole = self.env.unwrapped
+        cartpole.steps_beyond_terminated = None  # keep stepping without CartPole's "already terminated" warning
+        x, x_dot, theta, theta_dot = cartpole.state
+        if abs(x) > cartpole.x_threshold:  # the cart hits the end of its track and stops
+            x, x_dot = np.clip(x, -cartpole.x_threshold, cartpole.x_threshold), 0.0
+        theta = (theta + np.pi) % (2 * np.pi) - np.pi
+        cartpole.state = np.array([x, x_dot, theta, theta_dot], dtype=np.float64)
+        upright = abs(theta) <= cartpole.theta_threshold_radians
+        return np.array(cartpole.state, dtype=np.float32), float(upright), False, truncated, info
+
+
+def make_cartpole(env_id, episode_length, render):
+    """CartPole for CLIP: 600x400 rgb_array frames when `render`, fixed-length episodes."""
+    env = gym.make(env_id, render_mode="rgb_array" if render else None, max_episode_steps=episode_length)
+    return CartPoleOnTrack(env)
+
+
+# --------------------------------------------------------------------------------------
+# MountainCar
+# --------------------------------------------------------------------------------------
+
+GOAL_POSITION = 0.45  # MountainCarContinuous's flag
+
+
+class FixedLengthMountainCar(gym.Wrapper):
+    """Runs every episode to its time limit. Reaching the flag parks the car there (velocity 0)
+    for the rest of the episode: the paper's absorbing goal, a state CLIP can see. The env's own
+    reward (+100 at the flag, minus the action cost) stays as the ground truth; parked steps earn 0."""
+
+    def reset(self, **kwargs):
+        self.parked_state = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        car = self.env.unwrapped
+        if self.parked_state is not None:
+            reward = 0.0
+        elif terminated:
+            self.parked_state = np.array([obs[0], 0.0], dtype=np.float32)
+        if self.parked_state is not None:
+            car.state = self.parked_state.copy()
+            obs = self.parked_state.copy()
+        return obs, reward, False, truncated, info
+
+
+def mountain_height(x):
+    """gymnasium's track: height of the mountain at position x (world units)."""
+    return np.sin(3 * x) * 0.45 + 0.55
+
+
+class MountainCarScene:
+    """gymnasium's 600x400 MountainCar frame drawn the authors' way: a background picture whose
+    mountain edge is the track, and a car sprite rotated to the slope with its wheels on the track."""
+
+    MIN_POSITION, MAX_POSITION = -1.2, 0.6
+    WIDTH, HEIGHT = 600, 400
+    SCALE = WIDTH / (MAX_POSITION - MIN_POSITION)  # pixels per world unit, as in gymnasium
+
+    def __init__(self, background_path, car_path):
+        background = Image.open(background_path).convert("RGB")
+        if background.size != (self.WIDTH, self.HEIGHT):  # the track only lines up with a 600x400 picture
+            background = background.resize((self.WIDTH, self.HEIGHT), Image.BICUBIC)
+        self.background = background
+        # Rotating in premultiplied alpha keeps the transparent pixels' colour out of the car's edges.
+        self.car = Image.open(car_path).convert("RGBA").convert("RGBa")
+
+    def pixel_of(self, x, height):
+        """(row, column) in the frame of the world point (x, height)."""
+        return self.HEIGHT - height * self.SCALE, (x - self.MIN_POSITION) * self.SCALE
+
+    def render(self, position):
+        """uint8 (400, 600, 3) frame with the car at track position x."""
+        angle = np.arctan(np.cos(3 * position) * 0.45 * 3)  # the track's slope (authors' formula)
+        car = self.car.rotate(np.degrees(angle), resample=Image.BICUBIC, expand=True).convert("RGBA")
+        # The car's centre sits half its height above the track, along the slope's normal.
+        row, col = self.pixel_of(position, mountain_height(position))
+        lift = self.car.height / 2
+        centre_row, centre_col = row - lift * np.cos(angle), col - lift * np.sin(angle)
+        frame = self.background.copy()
+        frame.paste(car, (int(round(centre_col - car.width / 2)), int(round(centre_row - car.height / 2))), car)
+        return np.array(frame)  # a writable copy, like gymnasium's renderers return
+
+
+class MountainCarRender(gym.Wrapper):
+    """Replaces the env's render() with the textured scene (what CLIP and the videos see)."""
+
+    def __init__(self, env, textures):
+        super().__init__(env)
+        self.scene = MountainCarScene(textures["mountain_car_background.png"], textures["mountain_car.png"])
+
+    def render(self):
+        return self.scene.render(float(self.env.unwrapped.state[0]))
+
+
+def make_mountaincar(env_id, episode_length, textures):
+    """MountainCarContinuous for CLIP; textures from `scene_textures(MOUNTAINCAR_TEXTURES)`, None for gymnasium's drawing."""
+    env = gym.make(env_id, render_mode="rgb_array", max_episode_steps=episode_length)
+    env = FixedLengthMountainCar(env)
+    if textures is not None:
+        env = MountainCarRender(env, textures)
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# Humanoid
+# --------------------------------------------------------------------------------------
+
+# The paper's camera: a fixed free camera in front of the humanoid, slightly above it.
+PAPER_CAMERA = (3.5, -10.0, 180.0, 1.0)  # distance (m), elevation, azimuth (degrees), look-at height (m)
+RENDER_SIZE = 480  # the paper's render; CLIP's preprocessing resizes it
+
+
+def use_headless_mujoco_gl():
+    """Render offscreen through EGL on a Linux machine without a display, unless MUJOCO_GL is set.
+    MuJoCo reads MUJOCO_GL when it is first imported, so call this before anything imports it."""
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def check_camera(camera):
+    """Raise SceneError unless camera = (distance > 0, elevation, azimuth, look-at height), all finite."""
+    if len(camera) != 4 or not np.all(np.isfinite(camera)) or camera[0] <= 0:
+        raise SceneError(f"--camera takes DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, finite, distance > 0; got {tuple(camera)}")
+
+
+def humanoid_xml(textures, render_size):
+    """Path to gymnasium's humanoid.xml with the paper's scene (textures from `scene_textures`;
+    None keeps gymnasium's look). The physics is untouched; only assets, light and the offscreen size change."""
+    import gymnasium.envs.mujoco
+
+    stock = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "humanoid.xml")
+    root = ET.parse(stock).getroot()
+    if textures is not None:
+        asset = root.find("asset")
+        for child in list(asset):
+            asset.remove(child)
+        for element in [
+            f'<texture type="skybox" file="{textures["sky.png"]}"/>',
+            f'<texture name="texplane" type="2d" file="{textures["tiles.png"]}"/>',
+            '<material name="MatPlane" texture="texplane" texrepeat="60 60" reflectance="0" shininess="0" specular="0"/>',
+            f'<texture name="texgeom" type="cube" file="{textures["robot.png"]}"/>',
+            '<material name="geom" texture="texgeom" texuniform="true" specular="1" shininess="1"/>',
+        ]:
+            asset.append(ET.fromstring(element))
+        root.find("default/geom").set("rgba", "1 1 1 1")  # let the metal texture show
+        root.find("worldbody/geom[@name='floor']").set("rgba", "1 1 1 1")
+        light = root.find("worldbody/light")
+        light.attrib.update(
+            {"diffuse": "1 1 1", "specular": ".5 .5 .5", "dir": "0 0 -1.5", "pos": "0 0 1", "directional": "true"}
+        )
+    visual = root.find("visual")
+    visual.append(ET.fromstring(f'<global offwidth="{max(render_size, 640)}" offheight="{max(render_size, 480)}"/>'))
+    text = ET.tostring(root, encoding="unicode")
+    # Named by content and written atomically: parallel env workers may build the same file at once.
+    path = os.path.join(tempfile.gettempdir(), f"vlmrm_humanoid_{hashlib.sha1(text.encode()).hexdigest()[:16]}.xml")
+    if not os.path.exists(path):
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".xml")
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    return path
+
+
+class HumanoidCamera(gym.Wrapper):
+    """Renders with MuJoCo's own Renderer from a free camera: fixed where the paper put it, or
+    following the torso across the floor (`follow`) at a fixed look-at height."""
+
+    render_mode = "rgb_array"  # what render() returns; RecordVideo checks it
+
+    def __init__(self, env, render_size, camera=PAPER_CAMERA, follow=False):
+        super().__init__(env)
+        import mujoco  # imported here, after use_headless_mujoco_gl() had its chance
+
+        check_camera(camera)
+        distance, elevation, azimuth, self.lookat_height = camera
+        self.follow = follow
+        try:
+            self.renderer = mujoco.Renderer(env.unwrapped.model, height=render_size, width=render_size)
+        except mujoco.FatalError as error:
+            gl = os.environ.get("MUJOCO_GL", "default")
+            raise SceneError(
+                f"MuJoCo cannot render with MUJOCO_GL={gl} ({str(error).split(',')[0]}); set MUJOCO_GL=egl or osmesa "
+                "in the shell (MuJoCo reads it when first imported)"
+            )
+        self.camera = mujoco.MjvCamera()  # a free camera
+        self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
+        self.camera.lookat[:] = (0.0, 0.0, self.lookat_height)
+
+    def render(self):
+        data = self.env.unwrapped.data
+        if self.follow:
+            self.camera.lookat[:] = (data.qpos[0], data.qpos[1], self.lookat_height)
+        self.renderer.update_scene(data, camera=self.camera)
+        return self.renderer.render()
+
+    def close(self):
+        self.renderer.close()
+        super().close()
+
+
+KNEE_NEAR_FLOOR = 0.15  # metres: a knee (shin origin) this low rests on or near the floor
+
+
+def pose_indicators(data):
+    """Ground-truth proxies for poses: torso and head height, and whether both knees touch the floor."""
+    torso_height = data.body("torso").xpos[2]
+    head_height = data.geom("head").xpos[2]
+    knees_down = data.body("right_shin").xpos[2] < KNEE_NEAR_FLOOR and data.body("left_shin").xpos[2] < KNEE_NEAR_FLOOR
+    return {"torso_height": torso_height, "head_height": head_height, "kneeling": float(knees_down)}
+
+
+class PoseIndicators(gym.Wrapper):
+    """Puts `pose_indicators` of the current state into every info dict."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, {**info, **pose_indicators(self.env.unwrapped.data)}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, **pose_indicators(self.env.unwrapped.data)}
+
+
+def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, camera=PAPER_CAMERA, follow=False):
+    """Humanoid for CLIP: no termination when it falls, the paper's scene (textures from
+    `scene_textures(HUMANOID_TEXTURES)`, None for gymnasium's look), rendered at render_size."""
+    use_headless_mujoco_gl()
+    env = gym.make(
+        env_id, max_episode_steps=episode_length, terminate_when_unhealthy=False, xml_file=humanoid_xml(textures, render_size)
+    )
+    env = PoseIndicators(env)
+    return HumanoidCamera(env, render_size, camera, follow)
