@@ -16,14 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import tyro
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from dqn_clip_cartpole import FixedLengthCartPole  # noqa: E402
+import clip_envs  # noqa: E402
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Args:
 
 
 def random_policy_return(episode_length, episodes=50, seed=0):
-    env = FixedLengthCartPole(gym.make("CartPole-v1", max_episode_steps=episode_length))
+    env = clip_envs.make_cartpole("CartPole-v1", episode_length, render=False)
     env.action_space.seed(seed)
     returns = []
     for episode in range(episodes):
