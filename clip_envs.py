@@ -40,6 +40,19 @@ PROMPTS = {
 }
 
 
+# The paper's eight humanoid tasks and their goal prompts (Table 3, verbatim); the baseline is "a humanoid robot" for all.
+HUMANOID_TASKS = {
+    "kneeling": "a humanoid robot kneeling",
+    "lotus": "a humanoid robot seated down, meditating in the lotus position",
+    "standing": "a humanoid robot standing up",
+    "arms-raised": "a humanoid robot standing up, with both arms raised",
+    "splits": "a humanoid robot practicing gymnastics, doing the side splits",
+    "hands-on-hips": "a humanoid robot standing up with hands on hips",
+    "arms-crossed": "a humanoid robot standing up, with its arms crossed",
+    "one-leg": "a humanoid robot standing up on one leg",
+}
+
+
 class SceneError(ValueError):
     """A scene cannot be built as asked (missing or unreadable textures, bad camera); one line, says what to fix."""
 
@@ -288,15 +301,136 @@ class HumanoidCamera(gym.Wrapper):
         super().close()
 
 
-KNEE_NEAR_FLOOR = 0.15  # metres: a knee (shin origin) this low rests on or near the floor
+# Task predicates: the paper's Table 2 criteria as checks on the MuJoCo state, so success needs no human rater.
+# Positions are read in the torso's frame where the body's own left/right/front matter (x forward, y left).
+KNEE_ON_FLOOR = 0.12  # m: a knee (the shin's origin, under a 5-6 cm capsule) this low rests on the floor
+FOOT_ON_FLOOR = 0.125  # m: the foot sphere's centre (radius 7.5 cm) this low touches the floor
+UPRIGHT = 0.8  # the torso's up axis at least this close to vertical (cos 37 degrees)
+
+
+def _in_torso_frame(data, point):
+    torso = data.body("torso")
+    return torso.xmat.reshape(3, 3).T @ (np.asarray(point) - torso.xpos)
+
+
+def pose_measures(data):
+    """The quantities the task predicates read, in metres (heights above the floor, offsets in the torso's frame)."""
+    torso = data.body("torso")
+    knees = [data.body(f"{side}_shin").xpos for side in ("left", "right")]
+    feet = [data.geom(f"{side}_foot").xpos for side in ("left", "right")]
+    hands = [data.geom(f"{side}_hand").xpos for side in ("left", "right")]
+    return {
+        "torso_height": float(torso.xpos[2]),
+        "head_height": float(data.geom("head").xpos[2]),
+        "butt_height": float(data.geom("butt").xpos[2]),
+        "upright": float(torso.xmat[8]),  # z of the torso's up axis
+        "knee_heights": [float(k[2]) for k in knees],
+        "foot_heights": [float(f[2]) for f in feet],
+        "hand_heights": [float(h[2]) for h in hands],
+        "knees_local": [_in_torso_frame(data, k) for k in knees],
+        "feet_local": [_in_torso_frame(data, f) for f in feet],
+        "hands_local": [_in_torso_frame(data, h) for h in hands],
+        "hips_local": [_in_torso_frame(data, data.body(f"{side}_thigh").xpos) for side in ("left", "right")],
+    }
+
+
+def _standing(m):
+    """Upright with the torso high, at least one foot on the floor and no knee down: not falling."""
+    return (
+        m["upright"] > UPRIGHT
+        and m["torso_height"] > 1.05
+        and min(m["foot_heights"]) < FOOT_ON_FLOOR
+        and min(m["knee_heights"]) > KNEE_ON_FLOOR + 0.15
+    )
+
+
+def _kneeling(m):
+    """Both knees on the floor (not in the air), torso upright and raised above them (not sitting or lying)."""
+    return max(m["knee_heights"]) < KNEE_ON_FLOOR and m["upright"] > UPRIGHT and m["torso_height"] > 0.7
+
+
+def _lotus(m):
+    """Seated upright, both knees on the floor and out to the sides, each foot tucked in nearer the middle than its knee."""
+    (left_knee, right_knee), (left_foot, right_foot) = m["knees_local"], m["feet_local"]
+    return (
+        m["butt_height"] < 0.25  # on the floor or on the heels: the body's hip limits allow no deeper lotus
+        and m["upright"] > UPRIGHT
+        and max(m["knee_heights"]) < KNEE_ON_FLOOR
+        and left_knee[1] - right_knee[1] > 0.45
+        and abs(left_foot[1]) < left_knee[1] - 0.1
+        and abs(right_foot[1]) < -right_knee[1] - 0.1
+    )
+
+
+def _arms_raised(m):
+    """Standing with both hands above the head."""
+    return _standing(m) and min(m["hand_heights"]) > m["head_height"] + 0.05
+
+
+def _splits(m):
+    """On the floor (hips low), both feet on the floor far out to the sides, legs stretched."""
+    (left_foot, right_foot), (left_hip, right_hip) = m["feet_local"], m["hips_local"]
+    leg_lengths = [np.linalg.norm(foot - hip) for foot, hip in ((left_foot, left_hip), (right_foot, right_hip))]
+    return (
+        m["butt_height"] < 0.35
+        and max(m["foot_heights"]) < FOOT_ON_FLOOR
+        and left_foot[1] - right_foot[1] > 1.0
+        and min(leg_lengths) > 0.7  # hip to foot is ~0.85 m with a straight knee
+    )
+
+
+def _hands_on_hips(m):
+    """Standing, each hand at its own side of the waist, at hip height (below the chest)."""
+    (left_hand, right_hand), (left_hip, right_hip) = m["hands_local"], m["hips_local"]
+    return (
+        _standing(m)
+        and all(
+            np.linalg.norm(hand[[0, 1]] - hip[[0, 1]]) < 0.2 for hand, hip in ((left_hand, left_hip), (right_hand, right_hip))
+        )
+        and all(hip[2] - 0.1 < hand[2] < hip[2] + 0.3 for hand, hip in ((left_hand, left_hip), (right_hand, right_hip)))
+    )
+
+
+def _arms_crossed(m):
+    """Standing, forearms crossed in front of the chest: each hand well past the body's midline on the other side."""
+    left_hand, right_hand = m["hands_local"]
+    return (
+        _standing(m)
+        and left_hand[1] < -0.08
+        and right_hand[1] > 0.08
+        and min(left_hand[0], right_hand[0]) > 0.05
+        and all(-0.45 < hand[2] < 0.15 for hand in (left_hand, right_hand))
+    )
+
+
+def _one_leg(m):
+    """Standing with exactly one foot on the floor, the other clearly lifted."""
+    low, high = sorted(m["foot_heights"])
+    return _standing(m) and low < FOOT_ON_FLOOR and high > FOOT_ON_FLOOR + 0.1
+
+
+TASK_PREDICATES = {
+    "kneeling": _kneeling,
+    "lotus": _lotus,
+    "standing": _standing,
+    "arms-raised": _arms_raised,
+    "splits": _splits,
+    "hands-on-hips": _hands_on_hips,
+    "arms-crossed": _arms_crossed,
+    "one-leg": _one_leg,
+}
+
+
+def task_success(data):
+    """{task: 1.0 if the humanoid's current state meets the paper's criterion for it, else 0.0} for all eight tasks."""
+    measures = pose_measures(data)
+    return {task: float(bool(holds(measures))) for task, holds in TASK_PREDICATES.items()}
 
 
 def pose_indicators(data):
-    """Ground-truth proxies for poses: torso and head height, and whether both knees touch the floor."""
-    torso_height = data.body("torso").xpos[2]
-    head_height = data.geom("head").xpos[2]
-    knees_down = data.body("right_shin").xpos[2] < KNEE_NEAR_FLOOR and data.body("left_shin").xpos[2] < KNEE_NEAR_FLOOR
-    return {"torso_height": torso_height, "head_height": head_height, "kneeling": float(knees_down)}
+    """Per-step pose information for logging: torso and head height and, for every task, whether it holds now."""
+    torso_height, head_height = data.body("torso").xpos[2], data.geom("head").xpos[2]
+    return {"torso_height": torso_height, "head_height": head_height, **task_success(data)}
 
 
 class PoseIndicators(gym.Wrapper):

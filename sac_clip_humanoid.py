@@ -6,7 +6,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -37,12 +37,14 @@ class Args:
     """whether to save the actor and Q networks into the `runs/{run_name}` folder"""
 
     # CLIP reward (VLM-RM)
-    prompt: tuple[str, ...] = (clip_envs.PROMPTS["humanoid"][0],)
-    """the task as a sentence (the goal prompt g), e.g. "a humanoid robot in the lotus position"; several prompts are averaged"""
+    task: Literal[tuple(clip_envs.HUMANOID_TASKS)] = "kneeling"
+    """one of the paper's eight tasks: sets the goal prompt (Table 3) and the success measure"""
+    prompt: Optional[tuple[str, ...]] = None
+    """the goal prompt g, overriding the task's (several prompts are embedded, normalised and averaged)"""
     baseline_prompt: tuple[str, ...] = (clip_envs.PROMPTS["humanoid"][1],)
     """the baseline prompt b describing the scene in general"""
-    alpha: float = 0.5
-    """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward, 1 keeps only the b->g direction"""
+    alpha: float = 0.0
+    """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward (the paper's Table 1), 1 keeps only the b->g direction"""
     clip_model: str = "ViT-bigG-14/laion2b_s39b_b160k"
     """open_clip model as ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path; the paper found only the largest CLIP learns kneeling"""
     clip_checkpoint: Optional[str] = None
@@ -65,32 +67,38 @@ class Args:
     """the environment id of the task"""
     episode_length: int = 100
     """fixed episode length; the humanoid may fall or kneel without ending the episode"""
-    total_timesteps: int = 1000000
+    total_timesteps: int = 10000000
     """total timesteps of the experiments (summed over envs)"""
-    num_envs: int = 1
+    num_envs: int = 32
     """the number of parallel game environments; CLIP scores all their frames in one call"""
     buffer_size: int = int(1e6)
     """the replay memory buffer size"""
-    gamma: float = 0.99
+    gamma: float = 0.95
     """the discount factor gamma"""
     tau: float = 0.005
     """target smoothing coefficient (default: 0.005)"""
     batch_size: int = 256
     """the batch size of sample from the reply memory"""
-    learning_starts: int = 5000
+    learning_starts: int = 50000
     """timestep to start learning"""
-    policy_lr: float = 3e-4
+    train_frequency: int = 100
+    """train every this many vector steps (independent of --num-envs)"""
+    gradient_steps: int = 100
+    """SAC updates (gradient steps) per training phase; the paper: 100 every 100 vector steps of 32 envs"""
+    policy_lr: float = 6e-4
     """the learning rate of the policy network optimizer"""
-    q_lr: float = 1e-3
-    """the learning rate of the Q network network optimizer"""
-    policy_frequency: int = 2
-    """the frequency of training policy (delayed)"""
+    q_lr: float = 6e-4
+    """the learning rate of the Q network and entropy coefficient optimizers"""
+    policy_frequency: int = 1
+    """the frequency of training policy (delayed); 1 updates the actor at every gradient step, as stable-baselines3 (the paper's SAC)"""
     target_network_frequency: int = 1  # Denis Yarats' implementation delays this by 2.
     """the frequency of updates for the target nerworks"""
     ent_coef: float = 0.2
     """SAC's entropy regularization coefficient (called alpha in the SAC paper; here alpha is the CLIP regularisation)"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
+    hidden_size: int = 256
+    """units in each of the two hidden layers of the actor and the Q networks"""
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures, render_size, camera, camera_follow):
@@ -134,11 +142,13 @@ class ReplayBuffer:
 
 # ALGO LOGIC: initialize agent here:
 class SoftQNetwork(nn.Module):
-    def __init__(self, env):
+    def __init__(self, env, hidden_size=256):
         super().__init__()
-        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod() + np.prod(env.single_action_space.shape), 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.fc3 = nn.Linear(256, 1)
+        self.fc1 = nn.Linear(
+            np.array(env.single_observation_space.shape).prod() + np.prod(env.single_action_space.shape), hidden_size
+        )
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+        self.fc3 = nn.Linear(hidden_size, 1)
 
     def forward(self, x, a):
         x = torch.cat([x, a], 1)
@@ -153,12 +163,12 @@ LOG_STD_MIN = -5
 
 
 class Actor(nn.Module):
-    def __init__(self, env):
+    def __init__(self, env, hidden_size=256):
         super().__init__()
-        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod(), 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.fc_mean = nn.Linear(256, np.prod(env.single_action_space.shape))
-        self.fc_logstd = nn.Linear(256, np.prod(env.single_action_space.shape))
+        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod(), hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+        self.fc_mean = nn.Linear(hidden_size, np.prod(env.single_action_space.shape))
+        self.fc_logstd = nn.Linear(hidden_size, np.prod(env.single_action_space.shape))
         # action rescaling
         self.register_buffer(
             "action_scale",
@@ -195,7 +205,19 @@ class Actor(nn.Module):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    for name in ("num_envs", "episode_length", "total_timesteps", "batch_size", "buffer_size", "policy_frequency"):
+    args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
+    for name in (
+        "num_envs",
+        "episode_length",
+        "total_timesteps",
+        "batch_size",
+        "buffer_size",
+        "policy_frequency",
+        "train_frequency",
+        "gradient_steps",
+        "target_network_frequency",
+        "hidden_size",
+    ):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.ent_coef < 0:
@@ -261,11 +283,11 @@ if __name__ == "__main__":
         sys.exit(f"error: {error}")
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
 
-    actor = Actor(envs).to(device)
-    qf1 = SoftQNetwork(envs).to(device)
-    qf2 = SoftQNetwork(envs).to(device)
-    qf1_target = SoftQNetwork(envs).to(device)
-    qf2_target = SoftQNetwork(envs).to(device)
+    actor = Actor(envs, args.hidden_size).to(device)
+    qf1 = SoftQNetwork(envs, args.hidden_size).to(device)
+    qf2 = SoftQNetwork(envs, args.hidden_size).to(device)
+    qf1_target = SoftQNetwork(envs, args.hidden_size).to(device)
+    qf2_target = SoftQNetwork(envs, args.hidden_size).to(device)
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
@@ -283,7 +305,7 @@ if __name__ == "__main__":
     rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, envs.single_action_space.shape, device)
     start_time = time.time()
     episode_clip_return = np.zeros(args.num_envs)
-    pose_names = ("torso_height", "head_height", "kneeling")
+    pose_names = ("torso_height", "head_height", *clip_envs.HUMANOID_TASKS)
     episode_pose_sums = {name: np.zeros(args.num_envs) for name in pose_names}
 
     # TRY NOT TO MODIFY: start the game
@@ -291,6 +313,7 @@ if __name__ == "__main__":
     # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
     autoreset = np.zeros(args.num_envs, dtype=bool)
     num_iterations = args.total_timesteps // args.num_envs
+    num_updates = 0
     for iteration in range(1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
@@ -308,22 +331,26 @@ if __name__ == "__main__":
         rewards = reward_model(frames).cpu().numpy()
         # ===========================================================================================
 
-        # No ground-truth reward exists for a pose: log pose indicators next to the CLIP reward.
+        # Success without a human rater: the task's predicate on the state (clip_envs.TASK_PREDICATES), as episode
+        # fractions; an episode succeeds when its task holds on at least half of its steps (the paper's rule).
         episode_clip_return += np.where(autoreset, 0.0, rewards)
         for name in pose_names:
             episode_pose_sums[name] += np.where(autoreset, 0.0, infos[name])
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
                 length = infos["episode"]["l"][i]
+                task_fraction = episode_pose_sums[args.task][i] / length
+                writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
                 writer.add_scalar("charts/episodic_clip_return", episode_clip_return[i], global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
+                writer.add_scalar("charts/task_fraction", task_fraction, global_step)
+                writer.add_scalar("charts/success", float(task_fraction >= 0.5), global_step)
                 for name in pose_names:
                     writer.add_scalar(f"pose/{name}", episode_pose_sums[name][i] / length, global_step)
                 sps = int(global_step / (time.time() - start_time))
                 print(
                     f"global_step={global_step}/{args.total_timesteps}, clip_return={episode_clip_return[i]:.2f}, "
-                    f"torso_height={episode_pose_sums['torso_height'][i] / length:.2f}, "
-                    f"kneeling={episode_pose_sums['kneeling'][i] / length:.2f}, SPS={sps}"
+                    f"{args.task}={task_fraction:.2f}, torso_height={episode_pose_sums['torso_height'][i] / length:.2f}, SPS={sps}"
                 )
                 episode_clip_return[i] = 0.0
                 for name in pose_names:
@@ -338,68 +365,70 @@ if __name__ == "__main__":
         obs = next_obs
 
         # ALGO LOGIC: training.
-        if global_step > args.learning_starts:
-            data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
-            with torch.no_grad():
-                next_state_actions, next_state_log_pi, _ = actor.get_action(data_next_obs)
-                qf1_next_target = qf1_target(data_next_obs, next_state_actions)
-                qf2_next_target = qf2_target(data_next_obs, next_state_actions)
-                min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
-                next_q_value = data_rewards + (1 - data_dones) * args.gamma * min_qf_next_target.view(-1)
+        if global_step > args.learning_starts and iteration % args.train_frequency == 0:
+            for _ in range(args.gradient_steps):
+                num_updates += 1
+                data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+                with torch.no_grad():
+                    next_state_actions, next_state_log_pi, _ = actor.get_action(data_next_obs)
+                    qf1_next_target = qf1_target(data_next_obs, next_state_actions)
+                    qf2_next_target = qf2_target(data_next_obs, next_state_actions)
+                    min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
+                    next_q_value = data_rewards + (1 - data_dones) * args.gamma * min_qf_next_target.view(-1)
 
-            qf1_a_values = qf1(data_obs, data_actions).view(-1)
-            qf2_a_values = qf2(data_obs, data_actions).view(-1)
-            qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
-            qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
-            qf_loss = qf1_loss + qf2_loss
+                qf1_a_values = qf1(data_obs, data_actions).view(-1)
+                qf2_a_values = qf2(data_obs, data_actions).view(-1)
+                qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+                qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+                qf_loss = qf1_loss + qf2_loss
 
-            # optimize the model
-            q_optimizer.zero_grad()
-            qf_loss.backward()
-            q_optimizer.step()
+                # optimize the model
+                q_optimizer.zero_grad()
+                qf_loss.backward()
+                q_optimizer.step()
 
-            if iteration % args.policy_frequency == 0:  # TD 3 Delayed update support
-                for _ in range(
-                    args.policy_frequency
-                ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
-                    pi, log_pi, _ = actor.get_action(data_obs)
-                    qf1_pi = qf1(data_obs, pi)
-                    qf2_pi = qf2(data_obs, pi)
-                    min_qf_pi = torch.min(qf1_pi, qf2_pi)
-                    actor_loss = ((ent_coef * log_pi) - min_qf_pi).mean()
+                if num_updates % args.policy_frequency == 0:  # TD 3 Delayed update support
+                    for _ in range(
+                        args.policy_frequency
+                    ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                        pi, log_pi, _ = actor.get_action(data_obs)
+                        qf1_pi = qf1(data_obs, pi)
+                        qf2_pi = qf2(data_obs, pi)
+                        min_qf_pi = torch.min(qf1_pi, qf2_pi)
+                        actor_loss = ((ent_coef * log_pi) - min_qf_pi).mean()
 
-                    actor_optimizer.zero_grad()
-                    actor_loss.backward()
-                    actor_optimizer.step()
+                        actor_optimizer.zero_grad()
+                        actor_loss.backward()
+                        actor_optimizer.step()
 
+                        if args.autotune:
+                            with torch.no_grad():
+                                _, log_pi, _ = actor.get_action(data_obs)
+                            ent_coef_loss = (-log_ent_coef.exp() * (log_pi + target_entropy)).mean()
+
+                            ent_coef_optimizer.zero_grad()
+                            ent_coef_loss.backward()
+                            ent_coef_optimizer.step()
+                            ent_coef = log_ent_coef.exp().item()
+
+                # update the target networks
+                if num_updates % args.target_network_frequency == 0:
+                    for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                    for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+
+                if num_updates % 100 == 0:
+                    writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
+                    writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
+                    writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
+                    writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
+                    writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                    writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                    writer.add_scalar("losses/ent_coef", ent_coef, global_step)
+                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
                     if args.autotune:
-                        with torch.no_grad():
-                            _, log_pi, _ = actor.get_action(data_obs)
-                        ent_coef_loss = (-log_ent_coef.exp() * (log_pi + target_entropy)).mean()
-
-                        ent_coef_optimizer.zero_grad()
-                        ent_coef_loss.backward()
-                        ent_coef_optimizer.step()
-                        ent_coef = log_ent_coef.exp().item()
-
-            # update the target networks
-            if iteration % args.target_network_frequency == 0:
-                for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
-                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
-                for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
-                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
-
-            if iteration % 100 == 0:
-                writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
-                writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
-                writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
-                writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
-                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                writer.add_scalar("losses/ent_coef", ent_coef, global_step)
-                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-                if args.autotune:
-                    writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
+                        writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"

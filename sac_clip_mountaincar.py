@@ -61,32 +61,38 @@ class Args:
     """the environment id of the task"""
     episode_length: int = 200
     """fixed episode length; reaching the flag parks the car there instead of ending the episode"""
-    total_timesteps: int = 100000
+    total_timesteps: int = 3000000
     """total timesteps of the experiments (summed over envs)"""
-    num_envs: int = 1
-    """the number of parallel game environments; CLIP scores all their frames in one call"""
-    buffer_size: int = int(1e5)
+    num_envs: int = 4
+    """the number of parallel game environments (the authors': one per GPU, 4 GPUs); CLIP scores all their frames in one call"""
+    buffer_size: int = int(1e6)
     """the replay memory buffer size"""
-    gamma: float = 0.99
+    gamma: float = 0.9999
     """the discount factor gamma"""
-    tau: float = 0.005
-    """target smoothing coefficient (default: 0.005)"""
+    tau: float = 0.01
+    """target smoothing coefficient"""
     batch_size: int = 256
     """the batch size of sample from the reply memory"""
-    learning_starts: int = 5000
+    learning_starts: int = 75000
     """timestep to start learning"""
-    policy_lr: float = 3e-4
+    train_frequency: int = 200
+    """train every this many vector steps (independent of --num-envs)"""
+    gradient_steps: int = 400
+    """SAC updates (gradient steps) per training phase"""
+    policy_lr: float = 1e-4
     """the learning rate of the policy network optimizer"""
-    q_lr: float = 1e-3
-    """the learning rate of the Q network network optimizer"""
-    policy_frequency: int = 2
-    """the frequency of training policy (delayed)"""
+    q_lr: float = 1e-4
+    """the learning rate of the Q network and entropy coefficient optimizers"""
+    policy_frequency: int = 1
+    """the frequency of training policy (delayed); 1 updates the actor at every gradient step, as stable-baselines3 (the paper's SAC)"""
     target_network_frequency: int = 1  # Denis Yarats' implementation delays this by 2.
     """the frequency of updates for the target nerworks"""
-    ent_coef: float = 0.2
+    ent_coef: float = 0.1
     """SAC's entropy regularization coefficient (called alpha in the SAC paper; here alpha is the CLIP regularisation)"""
-    autotune: bool = True
-    """automatic tuning of the entropy coefficient"""
+    autotune: bool = False
+    """automatic tuning of the entropy coefficient (the paper fixed it at 0.1)"""
+    hidden_size: int = 64
+    """units in each of the two hidden layers of the actor and the Q networks"""
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures):
@@ -130,11 +136,13 @@ class ReplayBuffer:
 
 # ALGO LOGIC: initialize agent here:
 class SoftQNetwork(nn.Module):
-    def __init__(self, env):
+    def __init__(self, env, hidden_size=256):
         super().__init__()
-        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod() + np.prod(env.single_action_space.shape), 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.fc3 = nn.Linear(256, 1)
+        self.fc1 = nn.Linear(
+            np.array(env.single_observation_space.shape).prod() + np.prod(env.single_action_space.shape), hidden_size
+        )
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+        self.fc3 = nn.Linear(hidden_size, 1)
 
     def forward(self, x, a):
         x = torch.cat([x, a], 1)
@@ -149,12 +157,12 @@ LOG_STD_MIN = -5
 
 
 class Actor(nn.Module):
-    def __init__(self, env):
+    def __init__(self, env, hidden_size=256):
         super().__init__()
-        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod(), 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.fc_mean = nn.Linear(256, np.prod(env.single_action_space.shape))
-        self.fc_logstd = nn.Linear(256, np.prod(env.single_action_space.shape))
+        self.fc1 = nn.Linear(np.array(env.single_observation_space.shape).prod(), hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+        self.fc_mean = nn.Linear(hidden_size, np.prod(env.single_action_space.shape))
+        self.fc_logstd = nn.Linear(hidden_size, np.prod(env.single_action_space.shape))
         # action rescaling
         self.register_buffer(
             "action_scale",
@@ -191,7 +199,18 @@ class Actor(nn.Module):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    for name in ("num_envs", "episode_length", "total_timesteps", "batch_size", "buffer_size", "policy_frequency"):
+    for name in (
+        "num_envs",
+        "episode_length",
+        "total_timesteps",
+        "batch_size",
+        "buffer_size",
+        "policy_frequency",
+        "train_frequency",
+        "gradient_steps",
+        "target_network_frequency",
+        "hidden_size",
+    ):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.ent_coef < 0:
@@ -242,11 +261,11 @@ if __name__ == "__main__":
     )
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
 
-    actor = Actor(envs).to(device)
-    qf1 = SoftQNetwork(envs).to(device)
-    qf2 = SoftQNetwork(envs).to(device)
-    qf1_target = SoftQNetwork(envs).to(device)
-    qf2_target = SoftQNetwork(envs).to(device)
+    actor = Actor(envs, args.hidden_size).to(device)
+    qf1 = SoftQNetwork(envs, args.hidden_size).to(device)
+    qf2 = SoftQNetwork(envs, args.hidden_size).to(device)
+    qf1_target = SoftQNetwork(envs, args.hidden_size).to(device)
+    qf2_target = SoftQNetwork(envs, args.hidden_size).to(device)
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
@@ -270,6 +289,7 @@ if __name__ == "__main__":
     # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
     autoreset = np.zeros(args.num_envs, dtype=bool)
     num_iterations = args.total_timesteps // args.num_envs
+    num_updates = 0
     for iteration in range(1, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
@@ -316,68 +336,70 @@ if __name__ == "__main__":
         obs = next_obs
 
         # ALGO LOGIC: training.
-        if global_step > args.learning_starts:
-            data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
-            with torch.no_grad():
-                next_state_actions, next_state_log_pi, _ = actor.get_action(data_next_obs)
-                qf1_next_target = qf1_target(data_next_obs, next_state_actions)
-                qf2_next_target = qf2_target(data_next_obs, next_state_actions)
-                min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
-                next_q_value = data_rewards + (1 - data_dones) * args.gamma * min_qf_next_target.view(-1)
+        if global_step > args.learning_starts and iteration % args.train_frequency == 0:
+            for _ in range(args.gradient_steps):
+                num_updates += 1
+                data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+                with torch.no_grad():
+                    next_state_actions, next_state_log_pi, _ = actor.get_action(data_next_obs)
+                    qf1_next_target = qf1_target(data_next_obs, next_state_actions)
+                    qf2_next_target = qf2_target(data_next_obs, next_state_actions)
+                    min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
+                    next_q_value = data_rewards + (1 - data_dones) * args.gamma * min_qf_next_target.view(-1)
 
-            qf1_a_values = qf1(data_obs, data_actions).view(-1)
-            qf2_a_values = qf2(data_obs, data_actions).view(-1)
-            qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
-            qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
-            qf_loss = qf1_loss + qf2_loss
+                qf1_a_values = qf1(data_obs, data_actions).view(-1)
+                qf2_a_values = qf2(data_obs, data_actions).view(-1)
+                qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+                qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+                qf_loss = qf1_loss + qf2_loss
 
-            # optimize the model
-            q_optimizer.zero_grad()
-            qf_loss.backward()
-            q_optimizer.step()
+                # optimize the model
+                q_optimizer.zero_grad()
+                qf_loss.backward()
+                q_optimizer.step()
 
-            if iteration % args.policy_frequency == 0:  # TD 3 Delayed update support
-                for _ in range(
-                    args.policy_frequency
-                ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
-                    pi, log_pi, _ = actor.get_action(data_obs)
-                    qf1_pi = qf1(data_obs, pi)
-                    qf2_pi = qf2(data_obs, pi)
-                    min_qf_pi = torch.min(qf1_pi, qf2_pi)
-                    actor_loss = ((ent_coef * log_pi) - min_qf_pi).mean()
+                if num_updates % args.policy_frequency == 0:  # TD 3 Delayed update support
+                    for _ in range(
+                        args.policy_frequency
+                    ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                        pi, log_pi, _ = actor.get_action(data_obs)
+                        qf1_pi = qf1(data_obs, pi)
+                        qf2_pi = qf2(data_obs, pi)
+                        min_qf_pi = torch.min(qf1_pi, qf2_pi)
+                        actor_loss = ((ent_coef * log_pi) - min_qf_pi).mean()
 
-                    actor_optimizer.zero_grad()
-                    actor_loss.backward()
-                    actor_optimizer.step()
+                        actor_optimizer.zero_grad()
+                        actor_loss.backward()
+                        actor_optimizer.step()
 
+                        if args.autotune:
+                            with torch.no_grad():
+                                _, log_pi, _ = actor.get_action(data_obs)
+                            ent_coef_loss = (-log_ent_coef.exp() * (log_pi + target_entropy)).mean()
+
+                            ent_coef_optimizer.zero_grad()
+                            ent_coef_loss.backward()
+                            ent_coef_optimizer.step()
+                            ent_coef = log_ent_coef.exp().item()
+
+                # update the target networks
+                if num_updates % args.target_network_frequency == 0:
+                    for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+                    for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                        target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
+
+                if num_updates % 100 == 0:
+                    writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
+                    writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
+                    writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
+                    writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
+                    writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                    writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                    writer.add_scalar("losses/ent_coef", ent_coef, global_step)
+                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
                     if args.autotune:
-                        with torch.no_grad():
-                            _, log_pi, _ = actor.get_action(data_obs)
-                        ent_coef_loss = (-log_ent_coef.exp() * (log_pi + target_entropy)).mean()
-
-                        ent_coef_optimizer.zero_grad()
-                        ent_coef_loss.backward()
-                        ent_coef_optimizer.step()
-                        ent_coef = log_ent_coef.exp().item()
-
-            # update the target networks
-            if iteration % args.target_network_frequency == 0:
-                for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
-                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
-                for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
-                    target_param.data.copy_(args.tau * param.data + (1 - args.tau) * target_param.data)
-
-            if iteration % 100 == 0:
-                writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
-                writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
-                writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
-                writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
-                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                writer.add_scalar("losses/ent_coef", ent_coef, global_step)
-                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-                if args.autotune:
-                    writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
+                        writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
 
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"

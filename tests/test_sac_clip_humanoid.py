@@ -10,57 +10,54 @@ from moviepy import VideoFileClip
 
 import clip_envs
 from helpers import assert_finite, assert_one_line_error, read_scalars, run_script
-from test_clip_envs import KNEELING, STANDING, set_pose
+from test_clip_envs import KNEELING, set_pose
 
 SCRIPT = "sac_clip_humanoid.py"
 EPISODE_LENGTH = 40
-
-# Left knee on the floor, right thigh forward with its foot on the floor.
-HALF_KNEELING = dict(torso_height=0.92, joints={"left_knee": -np.pi / 2, "right_hip_y": -np.pi / 2, "right_knee": -np.pi / 2})
-
-
-def test_pose_indicators_on_standing_and_kneeling_poses():
-    env = clip_envs.make_humanoid("Humanoid-v5", 100, None, render_size=64)
-    env.reset(seed=0)
-    set_pose(env, **STANDING)
-    standing = clip_envs.pose_indicators(env.unwrapped.data)
-    assert standing["torso_height"] == pytest.approx(1.4) and standing["head_height"] == pytest.approx(1.59)
-    assert standing["kneeling"] == 0.0
-    set_pose(env, **KNEELING)
-    kneeling = clip_envs.pose_indicators(env.unwrapped.data)
-    assert kneeling["torso_height"] == pytest.approx(0.92) and kneeling["kneeling"] == 1.0
-    set_pose(env, **HALF_KNEELING)  # one knee down is not kneeling
-    half = clip_envs.pose_indicators(env.unwrapped.data)
-    assert half["kneeling"] == 0.0 and half["torso_height"] == pytest.approx(0.92)
-    assert env.unwrapped.data.body("right_shin").xpos[2] == pytest.approx(0.92 - 0.465, abs=0.03)  # that knee is at hip height
-    env.close()
-
 
 @pytest.fixture(scope="module")
 def clip_run(tiny_clip_spec, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sac_humanoid")
     args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 240, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
-            "--learning-starts", 60, "--batch-size", 32, "--capture-video", "--save-model", "--prompt", "a humanoid robot kneeling"]
+            "--learning-starts", 60, "--batch-size", 32, "--capture-video", "--save-model", "--task", "lotus"]
     result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
     return cwd, result
 
 
-def test_clip_run_logs_clip_reward_pose_indicators_and_losses(clip_run):
+def test_clip_run_logs_clip_reward_task_success_and_losses(clip_run):
     cwd, result = clip_run
     scalars, events, _ = read_scalars(cwd)
-    for tag in ["charts/episodic_clip_return", "pose/torso_height", "pose/head_height", "pose/kneeling", "charts/SPS",
-                "losses/qf1_loss", "losses/actor_loss", "losses/ent_coef"]:
+    tags = ["charts/episodic_return", "charts/episodic_clip_return", "charts/task_fraction", "charts/success",
+            "pose/torso_height", "pose/head_height", "charts/SPS", "losses/qf1_loss", "losses/actor_loss", "losses/ent_coef"]
+    for tag in tags + [f"pose/{task}" for task in clip_envs.HUMANOID_TASKS]:
         assert_finite(scalars.get(tag))
     assert scalars["charts/episodic_length"] == [EPISODE_LENGTH] * 4  # 2 envs x 120 steps / 41 steps each
     assert all(0.0 < h < 1.6 for h in scalars["pose/torso_height"])
-    assert all(0.0 <= k <= 1.0 for k in scalars["pose/kneeling"])
-    # The CLIP reward of a unit-norm embedding with alpha 0.5 lies in [-1, 1] per step.
+    # --task lotus: its fraction is the task fraction, and success is that fraction reaching one half.
+    np.testing.assert_allclose(scalars["charts/task_fraction"], scalars["pose/lotus"])
+    np.testing.assert_array_equal(scalars["charts/success"], (np.array(scalars["pose/lotus"]) >= 0.5).astype(float))
+    for task in clip_envs.HUMANOID_TASKS:
+        assert all(0.0 <= f <= 1.0 for f in scalars[f"pose/{task}"])
+    # The CLIP reward of a unit-norm embedding lies in [-1, 1] per step; the env's own return is Humanoid's reward.
     assert all(abs(r) <= EPISODE_LENGTH for r in scalars["charts/episodic_clip_return"])
+    assert all(r > 0 for r in scalars["charts/episodic_return"])  # mostly the healthy bonus early on
     hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert "|alpha|0.5|" in hyperparameters and "|camera|(3.5, -10.0, 180.0, 1.0)|" in hyperparameters
-    assert "|render_size|480|" in hyperparameters
-    assert "torso_height=" in result.stdout and "SPS=" in result.stdout
+    assert "|alpha|0.0|" in hyperparameters and "|camera|(3.5, -10.0, 180.0, 1.0)|" in hyperparameters
+    assert "|task|lotus|" in hyperparameters and f"|prompt|('{clip_envs.HUMANOID_TASKS['lotus']}',)|" in hyperparameters
+    assert "|render_size|480|" in hyperparameters and "|train_frequency|100|" in hyperparameters
+    assert "lotus=" in result.stdout and "SPS=" in result.stdout
+
+
+def test_task_predicates_reach_the_logs_through_the_info_dict():
+    """What the script sums per episode is clip_envs.task_success of the state after each step."""
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, None, render_size=32)
+    env.reset(seed=0)
+    set_pose(env, **KNEELING)
+    _, _, _, _, info = env.step(np.zeros(17))
+    assert {task: info[task] for task in clip_envs.HUMANOID_TASKS} == clip_envs.task_success(env.unwrapped.data)
+    assert info["torso_height"] == pytest.approx(env.unwrapped.data.body("torso").xpos[2])
+    env.close()
 
 
 def test_first_episode_starts_upright_and_falls(clip_run):
@@ -91,6 +88,7 @@ def test_clip_run_saves_a_480_pixel_video_and_the_policy(clip_run):
         (["--camera", "nan", "-10", "90", "0.8"], "--camera takes DISTANCE"),
         (["--prompt", ""], "target prompts must be a non-empty list"),
         (["--no-textured", "--textures-dir", "."], "--textures-dir needs the textured scene"),
+        (["--gradient-steps", "0"], "--gradient-steps must be >= 1"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(tiny_clip_spec, tmp_path, args, message):

@@ -1,0 +1,131 @@
+"""The eight humanoid tasks' success predicates (clip_envs.TASK_PREDICATES), on hand-set poses.
+
+Each pose is set through qpos (joint angles found once by a search over the joints, kept here as
+plain numbers), then lowered until its lowest point rests on the floor: no floating, and no part
+of the body inside the floor or inside another part (checked from MuJoCo's contacts). Poses that
+rest on the floor are also stepped by the physics for a moment and must still meet their task.
+"""
+
+import mujoco
+import numpy as np
+import pytest
+
+import clip_envs
+
+
+def pitch(degrees):
+    """Quaternion of the torso pitched by `degrees` about the y axis (negative leans back)."""
+    return [np.cos(np.radians(degrees) / 2), 0.0, np.sin(np.radians(degrees) / 2), 0.0]
+
+
+# Joint angles in degrees.
+POSES = {
+    "standing": {},
+    "kneeling": {"right_knee": -90, "left_knee": -90},
+    "lotus": dict(
+        right_hip_x=5, right_hip_z=-53, right_hip_y=-58, right_knee=-160,
+        left_hip_x=-14, left_hip_z=-28, left_hip_y=-32, left_knee=-155, abdomen_y=-1, abdomen_x=11,
+    ),
+    "arms-raised": dict(right_shoulder1=-85, right_shoulder2=22, right_elbow=-90, left_shoulder1=85, left_shoulder2=-21, left_elbow=-90),
+    "splits": dict(
+        right_hip_x=-25, right_hip_z=-60, right_hip_y=-70, right_knee=-2, left_hip_x=5, left_hip_z=-60, left_hip_y=-99, left_knee=-7
+    ),
+    "hands-on-hips": dict(right_shoulder1=40, right_shoulder2=-76, right_elbow=-6, left_shoulder1=-44, left_shoulder2=65, left_elbow=-6),
+    "arms-crossed": dict(right_shoulder1=60, right_shoulder2=23, right_elbow=-69, left_shoulder1=-58, left_shoulder2=-39, left_elbow=-84),
+    "one-leg": {"right_hip_y": -60, "right_knee": -90},
+}
+TORSO_PITCH = {"lotus": -30}
+# Tasks that are standing poses also meet "standing".
+ALSO_STANDING = {"arms-raised", "hands-on-hips", "arms-crossed", "one-leg"}
+HANDS_TOUCHING = dict(right_shoulder1=41, right_shoulder2=-1, right_elbow=-36, left_shoulder1=-42, left_shoulder2=4, left_elbow=-34)
+
+
+@pytest.fixture(scope="module")
+def humanoid():
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, None, render_size=32)
+    env.reset(seed=0)
+    yield env
+    env.close()
+
+
+def lowest_point(model, data):
+    """Height of the body's lowest surface point (spheres and capsules)."""
+    low = np.inf
+    for geom in range(model.ngeom):
+        radius, half_length = model.geom_size[geom][:2]
+        if model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_SPHERE:
+            low = min(low, data.geom_xpos[geom][2] - radius)
+        elif model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_CAPSULE:
+            axis_z = data.geom_xmat[geom][8]
+            low = min(low, data.geom_xpos[geom][2] - abs(axis_z) * half_length - radius)
+    return low
+
+
+def place(env, joints, torso_pitch=0.0, lift=0.0):
+    """Set the pose (degrees), rest it on the floor (plus `lift` metres), and return the model and data."""
+    model, data = env.unwrapped.model, env.unwrapped.data
+    qpos = env.unwrapped.init_qpos.copy()
+    qpos[3:7] = pitch(torso_pitch)
+    for joint, angle in joints.items():
+        qpos[model.joint(joint).qposadr[0]] = np.radians(angle)
+    env.unwrapped.set_state(qpos, np.zeros(model.nv))
+    qpos[2] -= lowest_point(model, data) - lift
+    env.unwrapped.set_state(qpos, np.zeros(model.nv))
+    return model, data
+
+
+def deepest_penetration(data):
+    return -min([data.contact[i].dist for i in range(data.ncon)] or [0.0])
+
+
+@pytest.mark.parametrize("task", list(POSES))
+def test_each_task_pose_meets_its_task_and_no_other(humanoid, task):
+    _, data = place(humanoid, POSES[task], TORSO_PITCH.get(task, 0))
+    assert deepest_penetration(data) < 0.01  # physically plausible: nothing inside the floor or another limb
+    met = {name for name, value in clip_envs.task_success(data).items() if value}
+    assert met == {task} | ({"standing"} if task in ALSO_STANDING else set())
+
+
+@pytest.mark.parametrize("task", ["kneeling", "lotus", "splits"])
+def test_poses_on_the_floor_stay_put_when_the_physics_runs(humanoid, task):
+    """Resting, not floating: a few physics steps (zero torques) keep the task met and the torso where it was."""
+    _, data = place(humanoid, POSES[task], TORSO_PITCH.get(task, 0))
+    height = data.body("torso").xpos[2]
+    for _ in range(3):  # 3 env steps = 15 physics steps = 45 ms
+        humanoid.step(np.zeros(17))
+    assert clip_envs.task_success(data)[task] == 1.0
+    assert abs(data.body("torso").xpos[2] - height) < 0.05
+
+
+def test_kneeling_in_the_air_is_not_kneeling(humanoid):
+    _, data = place(humanoid, POSES["kneeling"], lift=0.3)
+    assert clip_envs.task_success(data)["kneeling"] == 0.0
+
+
+def test_hands_touching_are_not_arms_crossed(humanoid):
+    _, data = place(humanoid, HANDS_TOUCHING)
+    left, right = data.geom("left_hand").xpos, data.geom("right_hand").xpos
+    assert np.linalg.norm(left - right) < 0.09  # the two 4 cm hands touch in front of the chest
+    assert deepest_penetration(data) < 0.01
+    met = clip_envs.task_success(data)
+    assert met["arms-crossed"] == 0.0 and met["standing"] == 1.0
+
+
+def test_a_fallen_body_meets_no_standing_task(humanoid):
+    _, data = place(humanoid, POSES["arms-raised"], torso_pitch=-90)  # the arms-raised pose lying on its back
+    met = clip_envs.task_success(data)
+    assert not any(met[task] for task in ("standing", *ALSO_STANDING, "kneeling"))
+
+
+def test_predicates_do_not_depend_on_where_the_body_stands_or_faces(humanoid):
+    model, data = humanoid.unwrapped.model, humanoid.unwrapped.data
+    for task in ("arms-crossed", "splits", "lotus"):
+        place(humanoid, POSES[task], TORSO_PITCH.get(task, 0))
+        qpos = data.qpos.copy()
+        qpos[:2] += [3.0, -2.0]  # walked away ...
+        turn = [np.cos(np.radians(120) / 2), 0, 0, np.sin(np.radians(120) / 2)]  # ... and turned 120 degrees
+        quat = np.zeros(4)
+        mujoco.mju_mulQuat(quat, np.array(turn), qpos[3:7])
+        qpos[3:7] = quat
+        humanoid.unwrapped.set_state(qpos, np.zeros(model.nv))
+        assert clip_envs.task_success(data)[task] == 1.0, task
