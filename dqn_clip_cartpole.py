@@ -1,6 +1,7 @@
 # VLM-RM on CartPole: CleanRL's DQN (https://docs.cleanrl.dev/rl-algorithms/dqn/#dqnpy)
 # taught by a CLIP reward computed from the rendered frame after every step.
 # Run: python dqn_clip_cartpole.py --prompt "pole vertically upright on top of the cart"
+import glob
 import os
 import random
 import sys
@@ -31,6 +32,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=False`"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default (for both the Q network and CLIP)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (pip install wandb)"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
@@ -83,7 +90,11 @@ class Args:
     learning_starts: int = 2000
     """timestep to start learning"""
     train_frequency: int = 2
-    """train every this many vector steps"""
+    """train every this many vector steps (independent of --num-envs)"""
+    gradient_steps: int = 1
+    """Q-network updates (gradient steps) per training phase"""
+    hidden_sizes: tuple[int, int] = (120, 84)
+    """units in the Q network's two hidden layers (CleanRL's 120 84; the paper's 256 256)"""
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, episode_length, render):
@@ -127,14 +138,14 @@ class ReplayBuffer:
 
 # ALGO LOGIC: initialize agent here:
 class QNetwork(nn.Module):
-    def __init__(self, env):
+    def __init__(self, env, hidden_sizes=(120, 84)):
         super().__init__()
         self.network = nn.Sequential(
-            nn.Linear(np.array(env.single_observation_space.shape).prod(), 120),
+            nn.Linear(np.array(env.single_observation_space.shape).prod(), hidden_sizes[0]),
             nn.ReLU(),
-            nn.Linear(120, 84),
+            nn.Linear(hidden_sizes[0], hidden_sizes[1]),
             nn.ReLU(),
-            nn.Linear(84, env.single_action_space.n),
+            nn.Linear(hidden_sizes[1], env.single_action_space.n),
         )
 
     def forward(self, x):
@@ -148,7 +159,16 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    for name in ("num_envs", "episode_length", "total_timesteps", "batch_size", "buffer_size", "train_frequency"):
+    for name in (
+        "num_envs",
+        "episode_length",
+        "total_timesteps",
+        "batch_size",
+        "buffer_size",
+        "train_frequency",
+        "gradient_steps",
+        "target_network_frequency",
+    ):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -159,6 +179,8 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.cuda and device.type == "cpu":
+        print("no CUDA GPU found: running on the CPU")
 
     # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
     reward_model = None
@@ -176,11 +198,27 @@ if __name__ == "__main__":
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")
 
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights & Biases: pip install wandb")
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config={**vars(args), "device": str(device)},
+            name=run_name,
+            save_code=True,
+        )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        "|param|value|\n|-|-|\n%s"
+        % ("\n".join([f"|{key}|{value}|" for key, value in {**vars(args), "device": device}.items()])),
     )
+    uploaded_videos = set()
 
     # env setup
     envs = gym.vector.SyncVectorEnv(
@@ -199,9 +237,9 @@ if __name__ == "__main__":
     )
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
 
-    q_network = QNetwork(envs).to(device)
+    q_network = QNetwork(envs, args.hidden_sizes).to(device)
     optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate)
-    target_network = QNetwork(envs).to(device)
+    target_network = QNetwork(envs, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
 
     rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, device)
@@ -238,17 +276,23 @@ if __name__ == "__main__":
 
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
-                ground_truth_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]
+                episodic_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]  # steps with the pole up
                 sps = int(global_step / (time.time() - start_time))
-                message = f"global_step={global_step}/{args.total_timesteps}, ground_truth_return={ground_truth_return:.0f}"
-                writer.add_scalar("charts/episodic_ground_truth_return", ground_truth_return, global_step)
-                writer.add_scalar("charts/success_rate", ground_truth_return / length, global_step)
+                message = f"global_step={global_step}/{args.total_timesteps}, episodic_return={episodic_return:.0f}"
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                writer.add_scalar("charts/upright_fraction", episodic_return / length, global_step)
+                writer.add_scalar("charts/success", float(episodic_return == length), global_step)  # the pole never fell
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 if reward_model is not None:
                     writer.add_scalar("charts/episodic_clip_return", episode_clip_return[i], global_step)
                     message += f", clip_return={episode_clip_return[i]:.2f}"
                     episode_clip_return[i] = 0.0
                 print(f"{message}, epsilon={epsilon:.2f}, SPS={sps}")
+
+            if args.track and args.capture_video:
+                for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - uploaded_videos):
+                    wandb.log({"videos": wandb.Video(video)})
+                    uploaded_videos.add(video)
 
         # TRY NOT TO MODIFY: save data to reply buffer
         for i in np.flatnonzero(~autoreset):
@@ -261,23 +305,24 @@ if __name__ == "__main__":
         # ALGO LOGIC: training.
         if global_step > args.learning_starts:
             if iteration % args.train_frequency == 0:
-                data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
-                with torch.no_grad():
-                    target_max, _ = target_network(data_next_obs).max(dim=1)
-                    td_target = data_rewards + args.gamma * target_max * (1 - data_dones)
-                old_val = q_network(data_obs).gather(1, data_actions).squeeze(1)
-                loss = F.mse_loss(td_target, old_val)
+                for _ in range(args.gradient_steps):
+                    data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+                    with torch.no_grad():
+                        target_max, _ = target_network(data_next_obs).max(dim=1)
+                        td_target = data_rewards + args.gamma * target_max * (1 - data_dones)
+                    old_val = q_network(data_obs).gather(1, data_actions).squeeze(1)
+                    loss = F.mse_loss(td_target, old_val)
+
+                    # optimize the model
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
 
                 if iteration % 100 == 0:
                     writer.add_scalar("losses/td_loss", loss.item(), global_step)
                     writer.add_scalar("losses/q_values", old_val.mean().item(), global_step)
                     writer.add_scalar("charts/epsilon", epsilon, global_step)
                     writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-
-                # optimize the model
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
 
             # update target network
             if iteration % args.target_network_frequency == 0:

@@ -1,6 +1,7 @@
 # VLM-RM on the MuJoCo Humanoid: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
 # taught a pose from one sentence by a CLIP reward on the rendered frame after every step.
 # Run: python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
+import glob
 import os
 import random
 import sys
@@ -31,6 +32,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=False`"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default (for both SAC and CLIP)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (pip install wandb)"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
@@ -239,6 +246,8 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.cuda and device.type == "cpu":
+        print("no CUDA GPU found: running on the CPU")
 
     # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
     try:
@@ -254,11 +263,27 @@ if __name__ == "__main__":
     except clip_reward.CLIPRewardError as error:
         sys.exit(f"error: {error}")
 
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights & Biases: pip install wandb")
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config={**vars(args), "device": str(device)},
+            name=run_name,
+            save_code=True,
+        )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        "|param|value|\n|-|-|\n%s"
+        % ("\n".join([f"|{key}|{value}|" for key, value in {**vars(args), "device": device}.items()])),
     )
+    uploaded_videos = set()
 
     # env setup
     try:
@@ -355,6 +380,11 @@ if __name__ == "__main__":
                 episode_clip_return[i] = 0.0
                 for name in pose_names:
                     episode_pose_sums[name][i] = 0.0
+
+            if args.track and args.capture_video:
+                for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - uploaded_videos):
+                    wandb.log({"videos": wandb.Video(video)})
+                    uploaded_videos.add(video)
 
         # TRY NOT TO MODIFY: save data to reply buffer
         for i in np.flatnonzero(~autoreset):

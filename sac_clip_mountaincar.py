@@ -1,6 +1,7 @@
 # VLM-RM on MountainCarContinuous: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
 # taught by a CLIP reward computed from the rendered frame after every step.
 # Run: python sac_clip_mountaincar.py --prompt "a car at the peak of the mountain, next to the yellow flag" --alpha 0.5
+import glob
 import os
 import random
 import sys
@@ -31,6 +32,12 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=False`"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default (for both SAC and CLIP)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (pip install wandb)"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
@@ -229,6 +236,8 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.cuda and device.type == "cpu":
+        print("no CUDA GPU found: running on the CPU")
 
     # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
     reward_model = None
@@ -246,11 +255,27 @@ if __name__ == "__main__":
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")
 
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights & Biases: pip install wandb")
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config={**vars(args), "device": str(device)},
+            name=run_name,
+            save_code=True,
+        )
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        "|param|value|\n|-|-|\n%s"
+        % ("\n".join([f"|{key}|{value}|" for key, value in {**vars(args), "device": device}.items()])),
     )
+    uploaded_videos = set()
 
     # env setup
     envs = gym.vector.SyncVectorEnv(
@@ -314,18 +339,23 @@ if __name__ == "__main__":
 
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
-                ground_truth_return = infos["episode"]["r"][i]
+                episodic_return = infos["episode"]["r"][i]  # MountainCarContinuous's own reward: the ground truth
                 success = float(next_obs[i, 0] >= clip_envs.GOAL_POSITION)  # the car ends the episode parked at the flag
                 sps = int(global_step / (time.time() - start_time))
-                message = f"global_step={global_step}/{args.total_timesteps}, ground_truth_return={ground_truth_return:.1f}, success={success:.0f}"
-                writer.add_scalar("charts/episodic_ground_truth_return", ground_truth_return, global_step)
-                writer.add_scalar("charts/success_rate", success, global_step)
+                message = f"global_step={global_step}/{args.total_timesteps}, episodic_return={episodic_return:.1f}, success={success:.0f}"
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                writer.add_scalar("charts/success", success, global_step)
                 writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
                 if reward_model is not None:
                     writer.add_scalar("charts/episodic_clip_return", episode_clip_return[i], global_step)
                     message += f", clip_return={episode_clip_return[i]:.2f}"
                     episode_clip_return[i] = 0.0
                 print(f"{message}, SPS={sps}")
+
+            if args.track and args.capture_video:
+                for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - uploaded_videos):
+                    wandb.log({"videos": wandb.Video(video)})
+                    uploaded_videos.add(video)
 
         # TRY NOT TO MODIFY: save data to reply buffer
         for i in np.flatnonzero(~autoreset):

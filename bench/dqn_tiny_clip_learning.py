@@ -67,8 +67,8 @@ if __name__ == "__main__":
         (run_dir,) = glob.glob(os.path.join(workdir, "runs", "*"))
         events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
         events.Reload()
-        steps = [e.step for e in events.Scalars("charts/episodic_ground_truth_return")]
-        ground_truth = [e.value for e in events.Scalars("charts/episodic_ground_truth_return")]
+        steps = [e.step for e in events.Scalars("charts/episodic_return")]
+        ground_truth = [e.value for e in events.Scalars("charts/episodic_return")]
         clip = [e.value for e in events.Scalars("charts/episodic_clip_return")]
     random_return = random_policy_return(args.episode_length)
     print(f"dqn_clip_cartpole.py, reward {args.clip_model}, {args.total_timesteps} steps in {minutes:.1f} min")

@@ -48,14 +48,15 @@ def clip_run(tiny_clip_spec, tmp_path_factory):
 def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
     cwd, result = clip_run
     scalars, events, _ = read_scalars(cwd)
-    for tag in ["charts/episodic_clip_return", "charts/episodic_ground_truth_return", "charts/success_rate",
+    for tag in ["charts/episodic_clip_return", "charts/episodic_return", "charts/upright_fraction", "charts/success",
                 "charts/episodic_length", "charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values"]:
         assert_finite(scalars.get(tag))
     # 2 envs x 600 / 2 steps, each episode 100 steps plus the step that resets it.
     assert len(scalars["charts/episodic_clip_return"]) == 4
     assert scalars["charts/episodic_length"] == [EPISODE_LENGTH] * 4
-    ground_truth = np.array(scalars["charts/episodic_ground_truth_return"])
-    np.testing.assert_allclose(scalars["charts/success_rate"], ground_truth / EPISODE_LENGTH, rtol=1e-6)
+    ground_truth = np.array(scalars["charts/episodic_return"])  # CleanRL's tag: the env's own return, steps with the pole up
+    np.testing.assert_allclose(scalars["charts/upright_fraction"], ground_truth / EPISODE_LENGTH, rtol=1e-6)
+    np.testing.assert_array_equal(scalars["charts/success"], (ground_truth == EPISODE_LENGTH).astype(float))
     assert np.all((ground_truth >= 0) & (ground_truth <= EPISODE_LENGTH))
     hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "|alpha|0.0|" in hyperparameters and "|prompt|" in hyperparameters
@@ -108,7 +109,7 @@ def test_dqn_learns_cartpole_from_ground_truth_reward(tmp_path):
     assert result.returncode == 0, result.stderr
     scalars, _, _ = read_scalars(tmp_path)
     assert "charts/episodic_clip_return" not in scalars  # no CLIP in this mode
-    learned = np.mean(scalars["charts/episodic_ground_truth_return"][-5:])
+    learned = np.mean(scalars["charts/episodic_return"][-5:])
     random_returns, _ = random_policy_rollouts(20, episode_length=200)
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
 
@@ -124,9 +125,39 @@ def test_dqn_learns_to_keep_the_pole_up_from_the_tiny_clip_reward_alone(tmp_path
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     scalars, _, _ = read_scalars(tmp_path)
-    learned = np.mean(scalars["charts/episodic_ground_truth_return"][-8:])
+    learned = np.mean(scalars["charts/episodic_return"][-8:])
     random_returns, _ = random_policy_rollouts(20, episode_length=200)
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
     # ... and it got there by raising the CLIP return it was trained on.
     clip_returns = scalars["charts/episodic_clip_return"]
     assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
+
+
+def test_track_logs_to_weights_and_biases_offline_with_videos(tiny_clip_spec, tmp_path, monkeypatch):
+    """--track as in CleanRL (TensorBoard synced, config, videos), in wandb's offline mode: nothing leaves the machine."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 250, "--episode-length", 50, "--learning-starts", 100,
+            "--track", "--wandb-project-name", "vlmrm-test", "--capture-video"]
+    result = run_script(SCRIPT, args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (offline_run,) = glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*"))
+    assert glob.glob(os.path.join(offline_run, "*.wandb"))  # the run's synced scalars, to `wandb sync` later
+    assert glob.glob(os.path.join(offline_run, "files", "media", "videos", "*.mp4"))
+    with open(glob.glob(os.path.join(offline_run, "*.wandb"))[0], "rb") as f:
+        record = f.read()  # wandb's own binary log: the config and the synced TensorBoard scalars are in it by name
+    for key in (b"device", b"clip_model", b"charts/episodic_clip_return", b"losses/td_loss"):
+        assert key in record, key
+
+
+def test_cuda_without_a_gpu_says_it_runs_on_the_cpu_and_logs_the_device(tiny_clip_spec, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 60, "--episode-length", 20, "--learning-starts", 30, "--cuda"]
+    result = run_script(SCRIPT, args, tmp_path)  # --cuda after run_script's --no-cuda: the last flag wins
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA GPU found: running on the CPU" in result.stdout
+    _, events, _ = read_scalars(tmp_path)
+    hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "|cuda|True|" in hyperparameters and "|device|cpu|" in hyperparameters
