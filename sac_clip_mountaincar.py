@@ -52,8 +52,8 @@ class Args:
     """the baseline prompt b describing the scene in general"""
     alpha: float = 0.5
     """goal-baseline regularisation strength in [0, 1]: 0 is the plain cosine reward, 1 keeps only the b->g direction"""
-    clip_model: str = clip_reward.DEFAULT_MODEL
-    """open_clip model as ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path"""
+    clip_model: str = "ViT-g-14/laion2b_s34b_b88k"
+    """open_clip model as ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path (default: the authors' config)"""
     clip_checkpoint: Optional[str] = None
     """local CLIP weights file for --clip-model ARCH (offline use)"""
     reward_batch_size: int = 64

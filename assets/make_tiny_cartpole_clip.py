@@ -129,8 +129,10 @@ if __name__ == "__main__":
     position_labels = torch.as_tensor(position_label(x))
     test_x, test_theta = random_states(np.random.default_rng(args.seed + 1), 1000)
     test_images = render_states(test_x, test_theta, preprocess)
-    print(f"rendered {len(images)} + {len(test_images)} frames in {time.time() - start:.0f}s; "
-          f"angle classes {np.bincount(angle_labels.numpy(), minlength=6)}")
+    print(
+        f"rendered {len(images)} + {len(test_images)} frames in {time.time() - start:.0f}s; "
+        f"angle classes {np.bincount(angle_labels.numpy(), minlength=6)}"
+    )
 
     angle_tokens = tokenizer(ANGLE_CAPTIONS)
     position_tokens = tokenizer(POSITION_CAPTIONS)
@@ -163,7 +165,10 @@ if __name__ == "__main__":
             model.logit_scale.clamp_(0, math.log(100))
         if step % 100 == 0 or step == args.steps - 1:
             elapsed = time.time() - start
-            print(f"step {step}/{args.steps} loss {loss.item():.3f} batch angle accuracy {accuracy:.2f} ({elapsed:.0f}s)", flush=True)
+            print(
+                f"step {step}/{args.steps} loss {loss.item():.3f} batch angle accuracy {accuracy:.2f} ({elapsed:.0f}s)",
+                flush=True,
+            )
 
     model.eval()
     with torch.no_grad():
@@ -174,7 +179,9 @@ if __name__ == "__main__":
 
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "open_clip_config.json"), "w") as f:
-        json.dump({"model_cfg": MODEL_CFG, "preprocess_cfg": {}, "note": "tiny CartPole CLIP for tests and demos only"}, f, indent=2)
+        json.dump(
+            {"model_cfg": MODEL_CFG, "preprocess_cfg": {}, "note": "tiny CartPole CLIP for tests and demos only"}, f, indent=2
+        )
     # fp16 halves the file; the loader casts back to the model's float32.
     state_dict = {name: tensor.half().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state_dict, os.path.join(args.output_dir, "open_clip_model.safetensors"))

@@ -58,9 +58,20 @@ def random_policy_return(episode_length, episodes=50, seed=0):
 if __name__ == "__main__":
     args = tyro.cli(Args)
     with tempfile.TemporaryDirectory() as workdir:
-        command = [sys.executable, os.path.join(REPO_ROOT, "dqn_clip_cartpole.py"), "--clip-model", args.clip_model,
-                   "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
-                   "--episode-length", str(args.episode_length), "--seed", str(args.seed)]
+        command = [
+            sys.executable,
+            os.path.join(REPO_ROOT, "dqn_clip_cartpole.py"),
+            "--clip-model",
+            args.clip_model,
+            "--total-timesteps",
+            str(args.total_timesteps),
+            "--num-envs",
+            str(args.num_envs),
+            "--episode-length",
+            str(args.episode_length),
+            "--seed",
+            str(args.seed),
+        ]
         start = time.time()
         subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
         minutes = (time.time() - start) / 60
@@ -75,7 +86,9 @@ if __name__ == "__main__":
     print(f"random policy: ground-truth return {random_return:.1f} / {args.episode_length}")
     print(f"{'up to step':>10} {'ground truth':>13} {'clip return':>12}")
     for i in range(0, len(steps), args.block):
-        print(f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(ground_truth[i:i + args.block]):>13.1f} "
-              f"{np.mean(clip[i:i + args.block]):>12.2f}")
-    final = np.mean(ground_truth[-args.block:])
+        print(
+            f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(ground_truth[i:i + args.block]):>13.1f} "
+            f"{np.mean(clip[i:i + args.block]):>12.2f}"
+        )
+    final = np.mean(ground_truth[-args.block :])
     print(f"final ground-truth return {final:.1f} = {final / random_return:.1f} x random")

@@ -69,9 +69,16 @@ if __name__ == "__main__":
     if "/" in args.clip_model or ":" in args.clip_model or args.clip_checkpoint:
         model, tokenizer = clip_reward.load_clip(args.clip_model, checkpoint=args.clip_checkpoint, device=device)
     else:
-        model, tokenizer = open_clip.create_model(args.clip_model, device=device).eval(), open_clip.get_tokenizer(args.clip_model)
+        model, tokenizer = open_clip.create_model(args.clip_model, device=device).eval(), open_clip.get_tokenizer(
+            args.clip_model
+        )
     reward_model = clip_reward.CLIPReward(
-        model, tokenizer, ["pole vertically upright on top of the cart"], ["pole and cart"], alpha=0.5, batch_size=args.batch_size
+        model,
+        tokenizer,
+        ["pole vertically upright on top of the cart"],
+        ["pole and cart"],
+        alpha=0.5,
+        batch_size=args.batch_size,
     )
     frames = cartpole_frames(args.batch_size)
     images = reward_model.preprocess(frames)
