@@ -137,3 +137,13 @@ def test_updates_per_training_phase_do_not_depend_on_num_envs(tiny_clip_spec, tm
     assert result.returncode == 0, result.stderr
     scalars, _, _ = read_scalars(tmp_path)
     assert len(scalars["losses/qf1_loss"]) == 4
+
+
+def test_defaults_are_the_papers_setup():
+    from sac_clip_mountaincar import Args
+
+    args = Args()
+    paper = dict(total_timesteps=3_000_000, episode_length=200, gamma=0.9999, tau=0.01, policy_lr=1e-4, q_lr=1e-4, ent_coef=0.1,
+                 autotune=False, hidden_size=64, batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
+                 prompt=("a car at the peak of the mountain, next to the yellow flag",), baseline_prompt=("a car in the mountain",))
+    assert {name: getattr(args, name) for name in paper} == paper
