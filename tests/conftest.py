@@ -12,6 +12,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 # Headless MuJoCo rendering for the humanoid tests, unless the caller chose a backend.
 os.environ.setdefault("MUJOCO_GL", "egl")
+# The tests' own tiny models run fastest on one thread, and leave the other core to the scripts they start.
+torch.set_num_threads(1)
 
 # Small enough to run hundreds of steps a second on a CPU; same code path as ViT-bigG.
 TINY_MODEL_CFG = {

@@ -14,6 +14,8 @@ from conftest import REPO_ROOT
 def run_script(script, args, cwd, timeout=600):
     """Run a top-level script in `cwd` (where it writes runs/ and videos/); returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    # One torch thread per process: the script runs beside pytest on few cores, and oversubscribed threads are 8-20x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
     command = [sys.executable, os.path.join(REPO_ROOT, script), "--no-cuda", *map(str, args)]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
