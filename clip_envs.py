@@ -427,6 +427,17 @@ def task_success(data):
     return {task: float(bool(holds(measures))) for task, holds in TASK_PREDICATES.items()}
 
 
+def standing_and_kneeling_qpos(env):
+    """Two hand-set humanoid poses: gymnasium's standing start, and kneeling (thighs upright, shins flat on
+    the floor behind, both knees down); the kneeling one meets the kneeling predicate."""
+    model, standing = env.unwrapped.model, env.unwrapped.init_qpos.copy()
+    kneeling = standing.copy()
+    kneeling[2] = 0.92
+    for joint in ("right_knee", "left_knee"):
+        kneeling[model.joint(joint).qposadr[0]] = -np.pi / 2
+    return standing, kneeling
+
+
 def pose_indicators(data):
     """Per-step pose information for logging: torso and head height and, for every task, whether it holds now."""
     torso_height, head_height = data.body("torso").xpos[2], data.geom("head").xpos[2]

@@ -96,15 +96,11 @@ def mountaincar_sweep(num_states, textures, args):
 def humanoid_sweep(num_states, textures, args):
     env = clip_envs.make_humanoid("Humanoid-v5", 1000, textures, camera=args.camera)
     env.reset(seed=0)
-    model, standing = env.unwrapped.model, env.unwrapped.init_qpos.copy()
-    kneeling = standing.copy()  # thighs upright, shins flat on the floor behind
-    kneeling[2] = 0.92
-    for joint in ("right_knee", "left_knee"):
-        kneeling[model.joint(joint).qposadr[0]] = -np.pi / 2
+    standing, kneeling = clip_envs.standing_and_kneeling_qpos(env)
     blends = np.linspace(0, 1, num_states)
     frames = []
     for t in blends:
-        env.unwrapped.set_state((1 - t) * standing + t * kneeling, np.zeros(model.nv))
+        env.unwrapped.set_state((1 - t) * standing + t * kneeling, np.zeros(env.unwrapped.model.nv))
         frames.append(env.render())
     env.close()
     return blends, np.stack(frames), blends, 1.0, "pose: standing (0) to kneeling (1)"

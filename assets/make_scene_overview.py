@@ -24,14 +24,9 @@ CLIP_SIZE = 224
 def humanoid_frames():
     env = clip_envs.make_humanoid("Humanoid-v5", 100, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES))
     env.reset(seed=0)
-    model, standing = env.unwrapped.model, env.unwrapped.init_qpos.copy()
-    kneeling = standing.copy()  # thighs upright, shins flat on the floor behind
-    kneeling[2] = 0.92
-    for joint in ("right_knee", "left_knee"):
-        kneeling[model.joint(joint).qposadr[0]] = -np.pi / 2
     frames = []
-    for qpos in (standing, kneeling):
-        env.unwrapped.set_state(qpos, np.zeros(model.nv))
+    for qpos in clip_envs.standing_and_kneeling_qpos(env):
+        env.unwrapped.set_state(qpos, np.zeros(env.unwrapped.model.nv))
         frames.append(env.render())
     env.close()
     return frames

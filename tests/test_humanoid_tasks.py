@@ -129,3 +129,11 @@ def test_predicates_do_not_depend_on_where_the_body_stands_or_faces(humanoid):
         qpos[3:7] = quat
         humanoid.unwrapped.set_state(qpos, np.zeros(model.nv))
         assert clip_envs.task_success(data)[task] == 1.0, task
+
+
+def test_the_kneeling_pose_of_the_landscape_and_overview_meets_the_kneeling_task(humanoid):
+    standing, kneeling = clip_envs.standing_and_kneeling_qpos(humanoid)
+    humanoid.unwrapped.set_state(kneeling, np.zeros(humanoid.unwrapped.model.nv))
+    assert clip_envs.task_success(humanoid.unwrapped.data)["kneeling"] == 1.0
+    humanoid.unwrapped.set_state(standing, np.zeros(humanoid.unwrapped.model.nv))
+    assert clip_envs.task_success(humanoid.unwrapped.data)["kneeling"] == 0.0
