@@ -352,7 +352,7 @@ if __name__ == "__main__":
         next_obs, _, terminations, truncations, infos = envs.step(actions)  # the env's running reward is not used
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
-        frames = np.stack(envs.render())  # (num_envs, 480, 480, 3) uint8; resized to CLIP's input inside
+        frames = np.stack(envs.render())  # (num_envs, S, S, 3) uint8, S = --render-size; resized to CLIP's input inside
         rewards = reward_model(frames).cpu().numpy()
         # ===========================================================================================
 
