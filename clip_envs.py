@@ -32,14 +32,6 @@ HUMANOID_TEXTURES = ("sky.png", "tiles.png", "robot.png")
 MOUNTAINCAR_TEXTURES = ("mountain_car_background.png", "mountain_car.png")
 
 
-# The paper's prompts (Table 3) for each environment: (goal, baseline).
-PROMPTS = {
-    "cartpole": ("pole vertically upright on top of the cart", "pole and cart"),
-    "mountaincar": ("a car at the peak of the mountain, next to the yellow flag", "a car in the mountain"),
-    "humanoid": ("a humanoid robot kneeling", "a humanoid robot"),
-}
-
-
 # The paper's eight humanoid tasks and their goal prompts (Table 3, verbatim); the baseline is "a humanoid robot" for all.
 HUMANOID_TASKS = {
     "kneeling": "a humanoid robot kneeling",
@@ -50,6 +42,13 @@ HUMANOID_TASKS = {
     "hands-on-hips": "a humanoid robot standing up with hands on hips",
     "arms-crossed": "a humanoid robot standing up, with its arms crossed",
     "one-leg": "a humanoid robot standing up on one leg",
+}
+
+# The paper's prompts (Table 3) for each environment: (goal, baseline).
+PROMPTS = {
+    "cartpole": ("pole vertically upright on top of the cart", "pole and cart"),
+    "mountaincar": ("a car at the peak of the mountain, next to the yellow flag", "a car in the mountain"),
+    "humanoid": (HUMANOID_TASKS["kneeling"], "a humanoid robot"),
 }
 
 
@@ -74,10 +73,13 @@ def scene_textures(names, textures_dir=None):
         try:
             with Image.open(path) as image:
                 image.load()
+                image_format = image.format
         except Exception as error:  # PIL raises many types for a broken file; all mean the same here
             raise SceneError(
                 f"cannot read texture {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
             )
+        if image_format != "PNG":  # MuJoCo decodes texture files itself and reads PNG only
+            raise SceneError(f"texture {path} is a {image_format} image; save it as PNG")
     return paths
 
 

@@ -2,6 +2,7 @@
 # taught by a CLIP reward computed from the rendered frame after every step.
 # Run: python dqn_clip_cartpole.py --prompt "pole vertically upright on top of the cart"
 import glob
+import importlib.util
 import os
 import random
 import sys
@@ -171,6 +172,10 @@ if __name__ == "__main__":
     ):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if min(args.hidden_sizes) < 1:
+        sys.exit(f"error: --hidden-sizes must be >= 1, got {args.hidden_sizes}")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        sys.exit("error: --track needs Weights & Biases: pip install wandb")
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
     # TRY NOT TO MODIFY: seeding
@@ -199,10 +204,7 @@ if __name__ == "__main__":
             sys.exit(f"error: {error}")
 
     if args.track:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit("error: --track needs Weights & Biases: pip install wandb")
+        import wandb
 
         wandb.init(
             project=args.wandb_project_name,

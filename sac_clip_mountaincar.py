@@ -2,6 +2,7 @@
 # taught by a CLIP reward computed from the rendered frame after every step.
 # Run: python sac_clip_mountaincar.py --prompt "a car at the peak of the mountain, next to the yellow flag" --alpha 0.5
 import glob
+import importlib.util
 import os
 import random
 import sys
@@ -228,6 +229,8 @@ if __name__ == "__main__":
         textures = clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, args.textures_dir) if args.textured else None
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        sys.exit("error: --track needs Weights & Biases: pip install wandb")
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
     # TRY NOT TO MODIFY: seeding
@@ -256,10 +259,7 @@ if __name__ == "__main__":
             sys.exit(f"error: {error}")
 
     if args.track:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit("error: --track needs Weights & Biases: pip install wandb")
+        import wandb
 
         wandb.init(
             project=args.wandb_project_name,

@@ -19,20 +19,22 @@ Everything is numpy noise and shading; the same seed writes the same pixels.
 
 import argparse
 import os
+import sys
 
 import numpy as np
 from PIL import Image
 
-TEXTURES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "textures")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from clip_envs import GOAL_POSITION, TEXTURES_DIR, MountainCarScene  # noqa: E402
+from clip_envs import mountain_height as track_height  # noqa: E402
 
-# gymnasium's MountainCar frame: 600x400 pixels for x in [-1.2, 0.6]; the track is sin(3x) * 0.45 + 0.55.
-MIN_POSITION, MAX_POSITION, GOAL_POSITION = -1.2, 0.6, 0.45
-WIDTH, HEIGHT = 600, 400
-SCALE = WIDTH / (MAX_POSITION - MIN_POSITION)
-
-
-def track_height(x):
-    return np.sin(3 * x) * 0.45 + 0.55
+# gymnasium's MountainCar frame, exactly as clip_envs.MountainCarScene places the car on it.
+MIN_POSITION, WIDTH, HEIGHT, SCALE = (
+    MountainCarScene.MIN_POSITION,
+    MountainCarScene.WIDTH,
+    MountainCarScene.HEIGHT,
+    MountainCarScene.SCALE,
+)
 
 
 def smooth_noise(rng, height, width, cells_y, cells_x):

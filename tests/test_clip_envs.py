@@ -183,6 +183,12 @@ def test_unreadable_texture_is_an_error(tmp_path):
         clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, str(tmp_path))
 
 
+def test_a_jpeg_named_png_is_an_error_before_mujoco_sees_it(tmp_path):
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(tmp_path / "tiles.png", format="JPEG")
+    with pytest.raises(clip_envs.SceneError, match="tiles.png is a JPEG image; save it as PNG"):
+        clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES, str(tmp_path))
+
+
 @pytest.mark.parametrize("script", ["sac_clip_humanoid.py", "sac_clip_mountaincar.py"])
 def test_scripts_refuse_a_bad_textures_dir_before_any_work(script, tiny_clip_spec, tmp_path):
     empty = tmp_path / "empty"

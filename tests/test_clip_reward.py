@@ -159,6 +159,18 @@ def test_whole_frame_reaches_clip_without_a_centre_crop(reward_model):
 # ---- loading through the same path as real weights ---------------------------------------
 
 
+def test_flipped_and_read_only_frames_give_the_rewards_of_their_copies(reward_model):
+    """A frame flipped with [:, ::-1] (negative strides) or a read-only array is scored, not refused."""
+    frames = random_frames(3)
+    flipped = frames[:, :, ::-1]
+    expected = reward_model(np.ascontiguousarray(flipped))
+    torch.testing.assert_close(reward_model(flipped), expected)
+    read_only = frames.copy()
+    read_only.flags.writeable = False
+    torch.testing.assert_close(reward_model(read_only), reward_model(frames.copy()))
+    assert not torch.allclose(expected, reward_model(frames))  # the flip changed the picture, so the rewards
+
+
 def test_checkpoint_file_loads_the_saved_weights(tmp_path):
     original = save_tiny_clip(str(tmp_path / "weights"), seed=7).eval()
     config_file = tmp_path / "tiny-test-clip.json"

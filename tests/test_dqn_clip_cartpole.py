@@ -92,6 +92,8 @@ def test_clip_run_saves_video_and_model(clip_run):
         (["--alpha", "1.5"], "alpha must be in [0, 1]"),
         (["--clip-model", "ViT-B-33/laion2b_s34b_b79k"], "unknown CLIP architecture 'ViT-B-33'"),
         (["--num-envs", "0"], "--num-envs must be >= 1"),
+        (["--hidden-sizes", "0", "84"], "--hidden-sizes must be >= 1"),
+        (["--gradient-steps", "0"], "--gradient-steps must be >= 1"),
         (["--prompt", "pole and cart", "--alpha", "0.5"], "same embedding"),
     ],
 )
