@@ -1,24 +1,17 @@
 """Train the tiny CartPole CLIP: a TEST AND DEMO ASSET, never a model to train real agents with.
 
-Real CLIP weights cannot be downloaded on this project's machines, so the tests could only use
-random weights. This script renders CartPole frames from random states, captions each frame from
-its state ("pole vertically upright on top of the cart", "pole fallen to the left", "cart at the
-right edge", ...), and trains a tiny open_clip CLIP on them on the CPU. The result is a folder that
-loads like any open_clip model:
+Renders CartPole frames from random states, captions each frame from its state ("pole vertically
+upright on top of the cart", "pole fallen to the left", "cart at the right edge", ...), and trains
+a tiny open_clip CLIP on them on the CPU (see tiny_clip.py). The result loads like any open_clip
+model:
 
     python dqn_clip_cartpole.py --clip-model local-dir:assets/tiny-cartpole-clip-for-tests
 
-Training: each frame is classified against its angle captions and its position captions (the
-text tower embeds the captions, so both towers learn), and the baseline prompt "pole and cart"
-is pulled to the mean embedding of all frames, so that it means "any frame of this scene" and
-d = g - b points from the average frame to the upright pole (goal-baseline regularisation needs
-that). Seeded; ~25 minutes on 2 CPU cores.
+Seeded; ~25 minutes on 2 CPU cores. It will not replace the committed model unless told to:
 
-    python assets/make_tiny_cartpole_clip.py
+    python assets/make_tiny_cartpole_clip.py --overwrite
 """
 
-import json
-import math
 import os
 import sys
 import time
@@ -26,20 +19,13 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-import open_clip
 import torch
-import torch.nn.functional as F
 import tyro
-from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import clip_reward  # noqa: E402
+import tiny_clip  # noqa: E402
 
-MODEL_CFG = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
 UPRIGHT_DEGREES = 6  # |angle| below this is "upright"
 ANGLE_CAPTIONS = [
     "pole vertically upright on top of the cart",
@@ -57,6 +43,8 @@ BASELINE_CAPTION = "pole and cart"
 class Args:
     output_dir: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny-cartpole-clip-for-tests")
     """where to write open_clip_config.json and the weights"""
+    overwrite: bool = False
+    """replace a model already in --output-dir (the committed test asset by default)"""
     seed: int = 0
     """seed for states, initialisation and batches"""
     num_frames: int = 8000
@@ -107,82 +95,33 @@ def render_states(x, theta, preprocess, chunk=256):
     return torch.cat(images)
 
 
-def learning_rate_at(step, args):
-    warmup = 100
-    if step < warmup:
-        return args.learning_rate * (step + 1) / warmup
-    return args.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    tiny_clip.check_output_dir(args.output_dir, args.overwrite)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = open_clip.CLIP(**MODEL_CFG)
-    tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
+    model, tokenizer = tiny_clip.new_model()
     preprocess = clip_reward.FramePreprocessor(model)  # the reward model's own preprocessing
 
     start = time.time()
     x, theta = random_states(rng, args.num_frames)
     images = render_states(x, theta, preprocess)
-    angle_labels = torch.as_tensor(angle_label(theta))
-    position_labels = torch.as_tensor(position_label(x))
     test_x, test_theta = random_states(np.random.default_rng(args.seed + 1), 1000)
     test_images = render_states(test_x, test_theta, preprocess)
+    angle_labels = torch.as_tensor(angle_label(theta))
     print(
         f"rendered {len(images)} + {len(test_images)} frames in {time.time() - start:.0f}s; "
         f"angle classes {np.bincount(angle_labels.numpy(), minlength=6)}"
     )
 
-    angle_tokens = tokenizer(ANGLE_CAPTIONS)
-    position_tokens = tokenizer(POSITION_CAPTIONS)
-    baseline_tokens = tokenizer([BASELINE_CAPTION])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.05)
-
-    def losses_and_accuracy(batch_images, batch_angles, batch_positions):
-        s = F.normalize(model.encode_image(batch_images), dim=-1)
-        scale = model.logit_scale.exp()
-        angle_texts = F.normalize(model.encode_text(angle_tokens), dim=-1)
-        position_texts = F.normalize(model.encode_text(position_tokens), dim=-1)
-        baseline = F.normalize(model.encode_text(baseline_tokens), dim=-1)[0]
-        angle_logits = scale * s @ angle_texts.T
-        loss = F.cross_entropy(angle_logits, batch_angles)
-        loss = loss + F.cross_entropy(scale * s @ position_texts.T, batch_positions)
-        loss = loss + (1 - F.cosine_similarity(baseline, s.mean(dim=0), dim=0))
-        accuracy = (angle_logits.argmax(dim=1) == batch_angles).float().mean().item()
-        return loss, accuracy
-
-    model.train()
-    for step in range(args.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, args)
-        idx = torch.randint(0, len(images), (args.batch_size,))
-        loss, accuracy = losses_and_accuracy(images[idx], angle_labels[idx], position_labels[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        if step % 100 == 0 or step == args.steps - 1:
-            elapsed = time.time() - start
-            print(
-                f"step {step}/{args.steps} loss {loss.item():.3f} batch angle accuracy {accuracy:.2f} ({elapsed:.0f}s)",
-                flush=True,
-            )
-
-    model.eval()
-    with torch.no_grad():
-        _, test_accuracy = losses_and_accuracy(
-            test_images, torch.as_tensor(angle_label(test_theta)), torch.as_tensor(position_label(test_x))
-        )
-    print(f"held-out angle caption accuracy: {test_accuracy:.3f}")
-
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "open_clip_config.json"), "w") as f:
-        json.dump(
-            {"model_cfg": MODEL_CFG, "preprocess_cfg": {}, "note": "tiny CartPole CLIP for tests and demos only"}, f, indent=2
-        )
-    # fp16 halves the file; the loader casts back to the model's float32.
-    state_dict = {name: tensor.half().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state_dict, os.path.join(args.output_dir, "open_clip_model.safetensors"))
-    print(f"saved to {args.output_dir} (load with --clip-model local-dir:{args.output_dir})")
+    caption_groups = [(ANGLE_CAPTIONS, angle_labels), (POSITION_CAPTIONS, torch.as_tensor(position_label(x)))]
+    tiny_clip.train(
+        model, tokenizer, images, caption_groups, BASELINE_CAPTION, args.steps, args.batch_size, args.learning_rate, start
+    )
+    test_groups = [
+        (ANGLE_CAPTIONS, torch.as_tensor(angle_label(test_theta))),
+        (POSITION_CAPTIONS, torch.as_tensor(position_label(test_x))),
+    ]
+    accuracy = tiny_clip.held_out_accuracy(model, tokenizer, test_images, test_groups, BASELINE_CAPTION)
+    print(f"held-out angle caption accuracy: {accuracy:.3f}")
+    tiny_clip.save(model, args.output_dir, "tiny CartPole CLIP for tests and demos only")

@@ -9,6 +9,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import clip_reward
 from clip_reward import CLIPRewardError, goal_baseline_reward, projection_matrix
@@ -146,6 +147,26 @@ def test_preprocessing_uses_the_models_own_constants(tmp_path):
     assert images.shape == (2, 3, 32, 32)  # the tiny model's image_size, from its config
     expected = (0.2 - torch.tensor(mean)) / torch.tensor(std)
     torch.testing.assert_close(images[:, :, 5, 7], expected.expand(2, 3), atol=1e-5, rtol=0)
+
+
+def test_preprocessing_matches_open_clips_own_transform_channel_by_channel(reward_model):
+    """A coloured scene through our batched tensor preprocessing and through open_clip's PIL transform (the
+    reference for what CLIP was trained on) gives the same normalised image, in RGB order. A square frame, so
+    that open_clip's centre crop crops nothing."""
+    frame = np.zeros((240, 240, 3), dtype=np.uint8)
+    frame[:120] = (70, 130, 230)  # blue sky
+    frame[120:] = (40, 160, 60)  # green hill
+    frame[100:180, 60:180] = (220, 30, 30)  # a red car
+    transform = open_clip.image_transform(
+        reward_model.image_size, is_train=False, mean=reward_model.preprocess.mean.flatten().tolist(),
+        std=reward_model.preprocess.std.flatten().tolist(), interpolation="bicubic"
+    )  # fmt: skip
+    reference = transform(Image.fromarray(frame))
+    ours = reward_model.preprocess(frame[None])[0]
+    error = (ours - reference).abs().mean().item()
+    assert error < 0.03, error  # PIL's and torch's antialiased bicubic differ slightly at edges
+    bgr = reward_model.preprocess(np.ascontiguousarray(frame[None, ..., ::-1]))[0]
+    assert (bgr - reference).abs().mean().item() > 20 * error  # swapped colours are far off
 
 
 def test_whole_frame_reaches_clip_without_a_centre_crop(reward_model):
