@@ -52,18 +52,18 @@ class Args:
     """replace a model already in --output-dir (the committed test asset by default)"""
     seed: int = 0
     """seed for states, initialisation and batches"""
-    num_frames: int = 6000
+    num_frames: int = 4000
     """training frames rendered at random car positions"""
-    steps: int = 1500
+    steps: int = 800
     """optimiser steps"""
     batch_size: int = 128
     """frames per step"""
     learning_rate: float = 5e-4
     """peak AdamW learning rate (linear warm-up, cosine decay)"""
-    height_weight: float = 0.5
+    height_weight: float = 0.7
     """share of a frame's caption target given to captions of stretches at a similar height"""
-    height_width: float = 0.15
-    """how similar a height counts as similar (Gaussian width, in the track's height units 0..1)"""
+    height_scale: float = 0.2
+    """how fast a caption's share falls with the height difference (exp(-difference / scale), track height 0..1)"""
 
 
 def position_label(x):
@@ -76,8 +76,8 @@ def caption_targets(x, args):
     """Class probabilities (N, C): the frame's own caption, mixed with captions at a similar height."""
     ends = np.array([end for _, end in POSITION_CAPTIONS[:-1]])
     middles = (np.concatenate([[MIN_POSITION], ends]) + np.concatenate([ends, [MAX_POSITION]])) / 2
-    height_gap = clip_envs.mountain_height(x)[:, None] - clip_envs.mountain_height(middles)[None, :]
-    similar = np.exp(-0.5 * (height_gap / args.height_width) ** 2)
+    height_gap = np.abs(clip_envs.mountain_height(x)[:, None] - clip_envs.mountain_height(middles)[None, :])
+    similar = np.exp(-height_gap / args.height_scale)  # the log-probabilities CLIP's logits learn fall linearly with height
     similar /= similar.sum(axis=1, keepdims=True)
     own = np.eye(len(POSITION_CAPTIONS))[position_label(x)]
     return torch.as_tensor((1 - args.height_weight) * own + args.height_weight * similar, dtype=torch.float32)

@@ -18,6 +18,7 @@ from helpers import assert_one_line_error, run_script
 
 SCRIPT = "clip_reward_landscape.py"
 TINY_CARTPOLE_CLIP = os.path.join(REPO_ROOT, "assets", "tiny-cartpole-clip-for-tests")
+TINY_MOUNTAINCAR_CLIP = os.path.join(REPO_ROOT, "assets", "tiny-mountaincar-clip-for-tests")
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -85,6 +86,21 @@ def test_tiny_cartpole_clip_peaks_at_the_upright_pole_for_every_alpha(tmp_path):
         peak = states[np.argmax(rewards[alpha])]
         assert abs(peak) <= 6, (alpha, peak)  # within a few degrees of upright; regularisation does not move it away
         assert np.corrcoef(rewards[alpha], ground_truth)[0, 1] > 0.3, alpha
+
+
+@pytest.mark.parametrize(
+    "prompt, lowest, highest",
+    [(clip_envs.PROMPTS["mountaincar"][0], clip_envs.GOAL_POSITION, 0.6), ("a car at the bottom of the valley", -0.75, -0.3)],
+)
+def test_tiny_mountaincar_clip_peaks_where_its_prompt_puts_the_car(tmp_path, prompt, lowest, highest):
+    """Known answer with the CLIP the project trained on the textured MountainCar scene (assets/make_tiny_mountaincar_clip.py):
+    the goal prompt peaks at the flag and rises with the car's height, the opposite prompt peaks in the valley."""
+    states, _, rewards, _ = run_landscape("mountaincar", f"local-dir:{TINY_MOUNTAINCAR_CLIP}", tmp_path, 37, "--prompt", prompt)
+    height = clip_envs.mountain_height(states)
+    for alpha in ALPHAS:
+        assert lowest <= states[np.argmax(rewards[alpha])] <= highest, alpha
+        correlation = np.corrcoef(rewards[alpha], height)[0, 1]
+        assert correlation > 0.8 if highest > 0 else correlation < -0.8, (alpha, correlation)
 
 
 @pytest.mark.parametrize("env", ["mountaincar", "humanoid"])

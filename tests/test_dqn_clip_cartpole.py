@@ -116,22 +116,36 @@ def test_dqn_learns_cartpole_from_ground_truth_reward(tmp_path):
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
 
 
-def test_dqn_learns_to_keep_the_pole_up_from_the_tiny_clip_reward_alone(tmp_path):
-    """The whole path image -> embedding -> reward -> learning, offline: the reward is the CLIP
-    the project trained on CartPole frames; the ground truth is only logged. (A longer run with
-    the default hyper-parameters: bench/dqn_tiny_clip_learning.py.)"""
-    tiny_cartpole_clip = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-cartpole-clip-for-tests")
-    args = ["--clip-model", f"local-dir:{tiny_cartpole_clip}", "--total-timesteps", 14000, "--num-envs", 4,
+TINY_CARTPOLE_CLIP = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-cartpole-clip-for-tests")
+
+
+def learn_from_the_tiny_clip(prompt, cwd):
+    """14,000 steps of DQN whose only reward is the CLIP the project trained on CartPole frames; the ground truth is only logged."""
+    args = ["--clip-model", f"local-dir:{TINY_CARTPOLE_CLIP}", "--prompt", prompt, "--total-timesteps", 14000, "--num-envs", 4,
             "--learning-starts", 1000, "--train-frequency", 1, "--exploration-fraction", 0.3,
             "--target-network-frequency", 200, "--learning-rate", 1e-3, "--seed", 1]
-    result = run_script(SCRIPT, args, tmp_path)
+    result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
-    scalars, _, _ = read_scalars(tmp_path)
-    learned = np.mean(scalars["charts/episodic_return"][-8:])
+    scalars, _, _ = read_scalars(cwd)
+    return np.mean(scalars["charts/episodic_return"][-8:]), scalars["charts/episodic_clip_return"]
+
+
+def test_dqn_learns_to_keep_the_pole_up_from_the_tiny_clip_reward_alone(tmp_path):
+    """The whole path image -> embedding -> reward -> learning, offline. (A longer run with the default
+    hyper-parameters: bench/dqn_tiny_clip_learning.py.)"""
+    learned, clip_returns = learn_from_the_tiny_clip("pole vertically upright on top of the cart", tmp_path)
     random_returns, _ = random_policy_rollouts(20, episode_length=200)
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
     # ... and it got there by raising the CLIP return it was trained on.
-    clip_returns = scalars["charts/episodic_clip_return"]
+    assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
+
+
+def test_the_opposite_prompt_teaches_the_opposite(tmp_path):
+    """Same seed and budget, goal "pole fallen to the left": the agent raises its CLIP return just as well and
+    keeps the pole down, a ground-truth return far below the upright prompt's (> 100 above). A script that
+    learned from the env's own reward, whatever it logs, would balance the pole here too."""
+    learned, clip_returns = learn_from_the_tiny_clip("pole fallen to the left", tmp_path)
+    assert learned < 50, learned
     assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
 
 
