@@ -12,7 +12,7 @@ exploration). The opposite prompt, "a car at the bottom of the valley", rewards 
 
     python sac_clip_mountaincar.py --clip-model local-dir:assets/tiny-mountaincar-clip-for-tests
 
-Seeded; ~15 minutes on 2 CPU cores. It will not replace the committed model unless told to:
+Seeded; ~10 minutes on 2 CPU cores. It will not replace the committed model unless told to:
 
     python assets/make_tiny_mountaincar_clip.py --overwrite
 """
