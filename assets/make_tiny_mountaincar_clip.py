@@ -134,7 +134,7 @@ if __name__ == "__main__":
     # The reward landscape along the track, as sac_clip_mountaincar.py computes it by default (alpha 0.5).
     reward_model = clip_reward.CLIPReward(model, tokenizer, [captions[-1]], [BASELINE_CAPTION], alpha=0.5)
     track = np.linspace(MIN_POSITION, MAX_POSITION, 13)
-    env_frames = render_positions(track, lambda frames: torch.as_tensor(frames))
-    rewards = reward_model(env_frames.numpy()).numpy()
+    frames = render_positions(track, preprocess=torch.as_tensor).numpy()  # raw uint8 frames: the reward model preprocesses
+    rewards = reward_model(frames).numpy()
     print("goal reward along the track: " + " ".join(f"{xi:+.2f}:{r:.3f}" for xi, r in zip(track, rewards)))
     tiny_clip.save(model, args.output_dir, "tiny MountainCar CLIP for tests and demos only")
