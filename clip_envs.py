@@ -19,13 +19,20 @@ to the model's input, as the authors did.
 
 import hashlib
 import os
+import pickle
 import sys
 import tempfile
+import zlib
 import xml.etree.ElementTree as ET
 
-import gymnasium as gym
-import numpy as np
-from PIL import Image
+# pygame draws CartPole and MountainCar off screen: no window or sound device (and no "XDG_RUNTIME_DIR" complaint),
+# and SDL must leave SIGTERM/SIGINT to the training scripts, which checkpoint on them (SDL would swallow SIGTERM).
+for _name, _value in (("SDL_VIDEODRIVER", "dummy"), ("SDL_AUDIODRIVER", "dummy"), ("SDL_NO_SIGNAL_HANDLERS", "1")):
+    os.environ.setdefault(_name, _value)
+
+import gymnasium as gym  # noqa: E402 (after the SDL settings, which pygame reads when it starts)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 TEXTURES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "textures")
 HUMANOID_TEXTURES = ("sky.png", "tiles.png", "robot.png")
@@ -467,3 +474,49 @@ def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, cam
     )
     env = PoseIndicators(env)
     return HumanoidCamera(env, render_size, camera, follow)
+
+
+# --------------------------------------------------------------------------------------
+# Env state for checkpoints
+# --------------------------------------------------------------------------------------
+
+_PLAIN = (type(None), bool, int, float, np.number, np.ndarray)
+
+
+def env_state(env):
+    """Everything that decides an env's future, for a checkpoint: each layer's (wrappers', then the base env's)
+    plain attributes (step counters, CartPole's state, episode statistics), its random generators (the env's and its
+    action space's), and MuJoCo's data. Renderers and pygame surfaces are rebuilt, not saved."""
+    import copy
+
+    layers = []
+    while True:
+        state = {}
+        for name, value in vars(env).items():
+            if isinstance(value, np.random.Generator):
+                state[name] = ("generator", copy.deepcopy(value.bit_generator.state))
+            elif isinstance(value, gym.spaces.Space) and value._np_random is not None:
+                state[name] = ("space", copy.deepcopy(value.np_random.bit_generator.state))
+            elif type(value).__name__ == "MjData":  # all of it: the env's reward also reads derived quantities
+                state[name] = ("mujoco", zlib.compress(pickle.dumps(value), 1))  # ~50 kB for the humanoid
+            elif isinstance(value, _PLAIN):
+                state[name] = ("value", copy.deepcopy(value))
+        layers.append(state)
+        if not isinstance(env, gym.Wrapper):
+            return layers
+        env = env.env
+
+
+def load_env_state(env, layers):
+    """Put a state from `env_state` back into an env built the same way (and reset once)."""
+    for state in layers:
+        for name, (kind, value) in state.items():
+            if kind == "generator":
+                getattr(env, name).bit_generator.state = value
+            elif kind == "space":
+                getattr(env, name).np_random.bit_generator.state = value
+            elif kind == "mujoco":
+                setattr(env, name, pickle.loads(zlib.decompress(value)))
+            else:
+                setattr(env, name, value)
+        env = getattr(env, "env", None)

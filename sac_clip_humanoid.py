@@ -3,8 +3,11 @@
 # Run: python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
 import glob
 import importlib.util
+import itertools
 import os
 import random
+import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +46,13 @@ class Args:
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to save the actor and Q networks into the `runs/{run_name}` folder"""
+    checkpoint_frequency: int = 128000
+    """write a checkpoint to `runs/{run_name}/checkpoints` every this many env steps (the paper's 128k), at the end,
+    and on SIGTERM/SIGINT; 0: only at the end and on a signal"""
+    checkpoint_buffer: bool = False
+    """also write the replay buffer (up to ~3 GB here) with each checkpoint, so that --resume continues exactly"""
+    resume: Optional[str] = None
+    """continue the run in this folder (runs/...) from its latest checkpoint, with its saved arguments, to its total steps"""
 
     # CLIP reward (VLM-RM)
     task: Literal[tuple(clip_envs.HUMANOID_TASKS)] = "kneeling"
@@ -107,6 +117,26 @@ class Args:
     """automatic tuning of the entropy coefficient"""
     hidden_size: int = 256
     """units in each of the two hidden layers of the actor and the Q networks"""
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, then rename: a crash or a full disk never leaves a broken file under `path`."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def latest_checkpoint(run_dir):
+    """Path of the checkpoint with the most steps in `run_dir`, or None."""
+    paths = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt")))
+    return paths[-1] if paths else None
 
 
 def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures, render_size, camera, camera_follow):
@@ -213,6 +243,19 @@ class Actor(nn.Module):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    checkpoint = None
+    if args.resume is not None:  # the run's own arguments, and where it stopped
+        given = [
+            name for name, value in vars(Args()).items() if name not in ("resume", "cuda") and getattr(args, name) != value
+        ]
+        if given:
+            sys.exit(f"error: --resume continues a run with its saved arguments; drop --{given[0].replace('_', '-')}")
+        checkpoint_path = latest_checkpoint(args.resume)
+        if checkpoint_path is None:
+            sys.exit(f"error: --resume {args.resume}: no checkpoints/step_*.pt in that folder")
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        args = Args(**{**checkpoint["args"], "resume": args.resume, "cuda": args.cuda})
+        print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
     args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
     for name in (
         "num_envs",
@@ -239,9 +282,37 @@ if __name__ == "__main__":
         textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES, args.textures_dir) if args.textured else None
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")
+    if args.checkpoint_frequency < 0:
+        sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
+    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", args.exp_name):
+        sys.exit(f"error: --exp-name names a folder: use letters, digits and . _ + - only, got {args.exp_name!r}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if checkpoint is not None:
+        run_name = os.path.basename(os.path.normpath(args.resume))
+    else:
+        for suffix in itertools.count():  # mkdir fails if the folder exists: two runs started together get their own
+            run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}" + (f"_{suffix}" if suffix else "")
+            try:
+                os.makedirs(f"runs/{run_name}/checkpoints")
+                break
+            except FileExistsError:
+                continue
+            except OSError as error:
+                sys.exit(f"error: cannot create the run folder runs/{run_name}: {error.strerror}")
+
+    # SIGTERM (kill, a cluster's scheduler) and SIGINT (Ctrl-C) end the run after the current step, with a checkpoint.
+    stop_signal = None
+
+    def request_stop(signum, frame):
+        global stop_signal
+        if stop_signal is not None or "global_step" not in globals():  # a second signal, or no step taken yet
+            print(f"stopped by {signal.Signals(signum).name}, without a checkpoint", file=sys.stderr)
+            os._exit(128 + signum)
+        stop_signal = signum
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -277,7 +348,8 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    # A resumed run writes into the same TensorBoard run; steps logged after its checkpoint are dropped (purge_step).
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s"
@@ -328,7 +400,6 @@ if __name__ == "__main__":
         ent_coef = args.ent_coef
 
     rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, envs.single_action_space.shape, device)
-    start_time = time.time()
     episode_clip_return = np.zeros(args.num_envs)
     pose_names = ("torso_height", "head_height", *clip_envs.HUMANOID_TASKS)
     episode_pose_sums = {name: np.zeros(args.num_envs) for name in pose_names}
@@ -339,7 +410,48 @@ if __name__ == "__main__":
     autoreset = np.zeros(args.num_envs, dtype=bool)
     num_iterations = args.total_timesteps // args.num_envs
     num_updates = 0
-    for iteration in range(1, num_iterations + 1):
+    start_iteration, updates_start = 1, args.learning_starts
+    recent_returns = []  # training (CLIP) returns since the last checkpoint: evaluate.py picks the best checkpoint by them
+
+    if checkpoint is not None:  # --resume: everything as the checkpoint left it
+        for name, module in (
+            ("actor", actor),
+            ("qf1", qf1),
+            ("qf2", qf2),
+            ("qf1_target", qf1_target),
+            ("qf2_target", qf2_target),
+        ):
+            module.load_state_dict(checkpoint[name])
+        q_optimizer.load_state_dict(checkpoint["q_optimizer"])
+        actor_optimizer.load_state_dict(checkpoint["actor_optimizer"])
+        ent_coef = checkpoint["ent_coef"]
+        if args.autotune:
+            log_ent_coef.data.copy_(checkpoint["log_ent_coef"])
+            ent_coef_optimizer.load_state_dict(checkpoint["ent_coef_optimizer"])
+        for env, state in zip(envs.envs, checkpoint["envs"]):
+            clip_envs.load_env_state(env, state)
+        envs._autoreset_envs = checkpoint["autoreset"].copy()  # finished envs reset on the next step, as they would have
+        obs, autoreset, num_updates = checkpoint["obs"], checkpoint["autoreset"], checkpoint["num_updates"]
+        episode_clip_return, episode_pose_sums = checkpoint["episode_clip_return"], checkpoint["episode_pose_sums"]
+        recent_returns = checkpoint["recent_returns"]
+        buffer_path = f"runs/{run_name}/checkpoints/buffer_{checkpoint['global_step']:09d}.pt"
+        if os.path.exists(buffer_path):
+            buffer = torch.load(buffer_path, mmap=True)
+            for name in ("obs", "next_obs", "actions", "rewards", "dones"):
+                getattr(rb, name)[: len(buffer[name])] = buffer[name].numpy()
+            rb.pos, rb.full = buffer["pos"], buffer["full"]
+        else:
+            updates_start = checkpoint["global_step"] + args.learning_starts
+            print(f"no replay buffer was saved (--checkpoint-buffer): refilling it until step {updates_start}")
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        start_iteration = checkpoint["iteration"] + 1
+    start_step, start_time = (start_iteration - 1) * args.num_envs, time.time()
+
+    for iteration in range(start_iteration, num_iterations + 1):
         global_step = iteration * args.num_envs
         # ALGO LOGIC: put action logic here
         if global_step < args.learning_starts:
@@ -372,11 +484,12 @@ if __name__ == "__main__":
                 writer.add_scalar("charts/success", float(task_fraction >= 0.5), global_step)
                 for name in pose_names:
                     writer.add_scalar(f"pose/{name}", episode_pose_sums[name][i] / length, global_step)
-                sps = int(global_step / (time.time() - start_time))
+                sps = int((global_step - start_step) / (time.time() - start_time))
                 print(
                     f"global_step={global_step}/{args.total_timesteps}, clip_return={episode_clip_return[i]:.2f}, "
                     f"{args.task}={task_fraction:.2f}, torso_height={episode_pose_sums['torso_height'][i] / length:.2f}, SPS={sps}"
                 )
+                recent_returns.append(episode_clip_return[i])
                 episode_clip_return[i] = 0.0
                 for name in pose_names:
                     episode_pose_sums[name][i] = 0.0
@@ -395,7 +508,7 @@ if __name__ == "__main__":
         obs = next_obs
 
         # ALGO LOGIC: training.
-        if global_step > args.learning_starts and iteration % args.train_frequency == 0:
+        if global_step > updates_start and iteration % args.train_frequency == 0:
             for _ in range(args.gradient_steps):
                 num_updates += 1
                 data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
@@ -456,13 +569,73 @@ if __name__ == "__main__":
                     writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
                     writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
                     writer.add_scalar("losses/ent_coef", ent_coef, global_step)
-                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                    writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)), global_step)
                     if args.autotune:
                         writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
 
+        # Checkpoint: every --checkpoint-frequency env steps, at the end, and when a signal asked the run to stop.
+        if (
+            stop_signal is not None
+            or iteration == num_iterations
+            or (args.checkpoint_frequency > 0 and global_step % args.checkpoint_frequency < args.num_envs)
+        ):
+            checkpoint_path = f"runs/{run_name}/checkpoints/step_{global_step:09d}.pt"
+            checkpoint = {
+                "args": vars(args),
+                "global_step": global_step,
+                "iteration": iteration,
+                "num_updates": num_updates,
+                "training_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
+                "actor": actor.state_dict(),
+                "qf1": qf1.state_dict(),
+                "qf2": qf2.state_dict(),
+                "qf1_target": qf1_target.state_dict(),
+                "qf2_target": qf2_target.state_dict(),
+                "q_optimizer": q_optimizer.state_dict(),
+                "actor_optimizer": actor_optimizer.state_dict(),
+                "ent_coef": ent_coef,
+                "log_ent_coef": log_ent_coef.detach() if args.autotune else None,
+                "ent_coef_optimizer": ent_coef_optimizer.state_dict() if args.autotune else None,
+                "envs": [clip_envs.env_state(env) for env in envs.envs],
+                "obs": obs,
+                "autoreset": autoreset,
+                "episode_clip_return": episode_clip_return,
+                "episode_pose_sums": episode_pose_sums,
+                "recent_returns": recent_returns,
+                "rng": {
+                    "python": random.getstate(),
+                    "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                },
+            }
+            try:
+                if args.checkpoint_buffer:  # the filled part only, as tensors sharing the arrays' memory
+                    filled = rb.size if rb.full else rb.pos
+                    buffer = {
+                        name: torch.from_numpy(getattr(rb, name)[:filled])
+                        for name in ("obs", "next_obs", "actions", "rewards", "dones")
+                    }
+                    save_atomic({**buffer, "pos": rb.pos, "full": rb.full}, checkpoint_path.replace("step_", "buffer_"))
+                save_atomic(checkpoint, checkpoint_path)
+                for old_buffer in glob.glob(f"runs/{run_name}/checkpoints/buffer_*.pt"):  # only the latest is needed
+                    if old_buffer != checkpoint_path.replace("step_", "buffer_"):
+                        os.remove(old_buffer)
+            except OSError as error:
+                print(f"error: could not write {checkpoint_path} ({error}); the previous checkpoint is kept", file=sys.stderr)
+            recent_returns = []
+            if stop_signal is not None:
+                writer.close()
+                envs.close()
+                print(
+                    f"stopped by {signal.Signals(stop_signal).name} at step {global_step}: resume with --resume runs/{run_name}",
+                    file=sys.stderr,
+                )
+                sys.exit(128 + stop_signal)
+
     if args.save_model:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
-        torch.save((actor.state_dict(), qf1.state_dict(), qf2.state_dict()), model_path)
+        save_atomic((actor.state_dict(), qf1.state_dict(), qf2.state_dict()), model_path)
         print(f"model saved to {model_path}")
 
     envs.close()
