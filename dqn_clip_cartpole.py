@@ -230,12 +230,16 @@ if __name__ == "__main__":
         for suffix in itertools.count():  # mkdir fails if the folder exists: two runs started together get their own
             run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}" + (f"_{suffix}" if suffix else "")
             try:
-                os.makedirs(f"runs/{run_name}/checkpoints")
+                os.makedirs(f"runs/{run_name}")
                 break
             except FileExistsError:
                 continue
             except OSError as error:
                 sys.exit(f"error: cannot create the run folder runs/{run_name}: {error.strerror}")
+    try:
+        os.makedirs(f"runs/{run_name}/checkpoints", exist_ok=True)
+    except OSError as error:
+        sys.exit(f"error: cannot write to runs/{run_name}: {error.strerror}")
 
     # SIGTERM (kill, a cluster's scheduler) and SIGINT (Ctrl-C) end the run after the current step, with a checkpoint.
     stop_signal = None
