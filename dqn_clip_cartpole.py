@@ -201,6 +201,9 @@ if __name__ == "__main__":
         checkpoint_path = latest_checkpoint(args.resume)
         if checkpoint_path is None:
             sys.exit(f"error: --resume {args.resume}: no checkpoints/step_*.pt in that folder")
+        run_name = os.path.basename(os.path.normpath(args.resume))
+        if not os.path.isdir(f"runs/{run_name}") or not os.path.samefile(args.resume, f"runs/{run_name}"):
+            sys.exit(f"error: --resume {args.resume}: run this from the folder that holds the run's runs/ (and videos/)")
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         args = Args(**{**checkpoint["args"], "resume": args.resume, "cuda": args.cuda})
         print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
@@ -224,22 +227,6 @@ if __name__ == "__main__":
         sys.exit(f"error: --exp-name names a folder: use letters, digits and . _ + - only, got {args.exp_name!r}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
-    if checkpoint is not None:
-        run_name = os.path.basename(os.path.normpath(args.resume))
-    else:
-        for suffix in itertools.count():  # mkdir fails if the folder exists: two runs started together get their own
-            run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}" + (f"_{suffix}" if suffix else "")
-            try:
-                os.makedirs(f"runs/{run_name}")
-                break
-            except FileExistsError:
-                continue
-            except OSError as error:
-                sys.exit(f"error: cannot create the run folder runs/{run_name}: {error.strerror}")
-    try:
-        os.makedirs(f"runs/{run_name}/checkpoints", exist_ok=True)
-    except OSError as error:
-        sys.exit(f"error: cannot write to runs/{run_name}: {error.strerror}")
 
     # SIGTERM (kill, a cluster's scheduler) and SIGINT (Ctrl-C) end the run after the current step, with a checkpoint.
     stop_signal = None
@@ -278,6 +265,22 @@ if __name__ == "__main__":
             )
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")
+
+    # The run's folder, made once nothing can fail any more: a bad argument leaves nothing behind.
+    if checkpoint is None:
+        for suffix in itertools.count():  # mkdir fails if the folder exists: two runs started together get their own
+            run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}" + (f"_{suffix}" if suffix else "")
+            try:
+                os.makedirs(f"runs/{run_name}")
+                break
+            except FileExistsError:
+                continue
+            except OSError as error:
+                sys.exit(f"error: cannot create the run folder runs/{run_name}: {error.strerror}")
+    try:
+        os.makedirs(f"runs/{run_name}/checkpoints", exist_ok=True)
+    except OSError as error:
+        sys.exit(f"error: cannot write to runs/{run_name}: {error.strerror}")
 
     if args.track:
         import wandb

@@ -1,0 +1,178 @@
+# Evaluate a training run as the paper did: the checkpoint with the highest training CLIP return, 100 episodes of the
+# deterministic policy, success = the task holds on at least half of an episode's steps.
+# Run: python evaluate.py runs/Humanoid-v5__sac_clip_humanoid__1__1700000000
+import csv
+import glob
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from gymnasium.utils.save_video import save_video
+
+import clip_envs
+import clip_reward
+
+
+@dataclass
+class Args:
+    run_dir: tyro.conf.Positional[str]
+    """the training run's folder (runs/...), with its checkpoints/ folder"""
+    checkpoint: Optional[str] = None
+    """evaluate this checkpoint file instead of the one with the highest training CLIP return"""
+    episodes: int = 100
+    """the number of evaluation episodes (the paper's 100)"""
+    num_envs: int = 10
+    """episodes run side by side; CLIP scores their frames in one batch"""
+    seed: int = 10_000
+    """episode i starts from the env seeded with seed + i (away from the training seeds)"""
+    video_episodes: int = 3
+    """write a video of this many of the first episodes"""
+    output_dir: Optional[str] = None
+    """where to write evaluation.csv and the videos (default: RUN_DIR/eval_step_N; never overwritten)"""
+    cuda: bool = True
+    """run the policy and CLIP on a CUDA GPU if there is one"""
+
+
+# The training script of each environment, whose networks the checkpoint holds.
+SCRIPTS = {"CartPole": "dqn_clip_cartpole", "MountainCar": "sac_clip_mountaincar", "Humanoid": "sac_clip_humanoid"}
+
+
+def checkpoints_by_return(run_dir):
+    """[(training return, step, path)] of the run's checkpoints, best first (NaN, no episode finished, last)."""
+    found = []
+    for path in glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt")):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        found.append((checkpoint["training_return"], checkpoint["global_step"], path))
+    return sorted(found, key=lambda item: (not math.isnan(item[0]), item[0], item[1]), reverse=True)
+
+
+def make_env(saved, env_family):
+    """One env as the run trained on (scene, camera, episode length), rendering rgb_array frames."""
+    if env_family == "CartPole":
+        return clip_envs.make_cartpole(saved["env_id"], saved["episode_length"], render=True)
+    textures_names = clip_envs.MOUNTAINCAR_TEXTURES if env_family == "MountainCar" else clip_envs.HUMANOID_TEXTURES
+    textures = clip_envs.scene_textures(textures_names, saved["textures_dir"]) if saved["textured"] else None
+    if env_family == "MountainCar":
+        return clip_envs.make_mountaincar(saved["env_id"], saved["episode_length"], textures)
+    return clip_envs.make_humanoid(
+        saved["env_id"], saved["episode_length"], textures, saved["render_size"], saved["camera"], saved["camera_follow"]
+    )
+
+
+def task_holds(env_family, saved, next_obs, ground_truth_rewards, infos):
+    """Per env, whether the task holds after this step: the pole upright, the car at the flag, the humanoid's pose."""
+    if env_family == "CartPole":
+        return ground_truth_rewards > 0  # CartPoleOnTrack's reward: 1 while the pole is within 12 degrees of upright
+    if env_family == "MountainCar":
+        return next_obs[:, 0] >= clip_envs.GOAL_POSITION
+    return infos[saved["task"]] > 0
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    for name in ("episodes", "num_envs"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.video_episodes < 0:
+        sys.exit(f"error: --video-episodes must be >= 0, got {args.video_episodes}")
+    if args.checkpoint is None:
+        ranked = checkpoints_by_return(args.run_dir)
+        if not ranked:
+            sys.exit(f"error: {args.run_dir}: no checkpoints/step_*.pt (is it a run folder from runs/?)")
+        training_return, _, args.checkpoint = ranked[0]
+        print(f"{args.checkpoint}: the highest training return ({training_return:.2f}) of {len(ranked)} checkpoints")
+    elif not os.path.isfile(args.checkpoint):
+        sys.exit(f"error: --checkpoint {args.checkpoint}: no such file")
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    saved = checkpoint["args"]
+    env_family = next((family for family in SCRIPTS if saved["env_id"].startswith(family)), None)
+    if env_family is None:
+        sys.exit(f"error: {args.checkpoint}: a run on {saved['env_id']}, which evaluate.py does not know")
+    script = __import__(SCRIPTS[env_family])  # for its network classes
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    reward_model = None
+    if saved.get("reward", "clip") == "clip":  # the CLIP return, with the run's own model, prompts and alpha
+        try:
+            reward_model = clip_reward.load_reward_model(
+                saved["clip_model"],
+                target_prompts=saved["prompt"],
+                baseline_prompts=saved["baseline_prompt"],
+                alpha=saved["alpha"],
+                checkpoint=saved["clip_checkpoint"],
+                device=device,
+                batch_size=saved["reward_batch_size"],
+            )
+        except clip_reward.CLIPRewardError as error:
+            sys.exit(f"error: {error}")
+    try:
+        envs = gym.vector.SyncVectorEnv([lambda: make_env(saved, env_family) for _ in range(args.num_envs)])
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
+    if env_family == "CartPole":
+        q_network = script.QNetwork(envs, saved["hidden_sizes"]).to(device)
+        q_network.load_state_dict(checkpoint["q_network"])
+        policy = lambda obs: torch.argmax(q_network(obs), dim=1)  # greedy: no epsilon
+    else:
+        actor = script.Actor(envs, saved["hidden_size"]).to(device)
+        actor.load_state_dict(checkpoint["actor"])
+        policy = lambda obs: actor.get_action(obs)[2]  # the mean action: no sampling
+
+    step = checkpoint["global_step"]
+    output_dir = args.output_dir or os.path.join(args.run_dir, f"eval_step_{step}")
+    for suffix in range(1, 1000):  # never overwrite an earlier evaluation
+        if not os.path.exists(output_dir):
+            break
+        output_dir = f"{args.output_dir or os.path.join(args.run_dir, f'eval_step_{step}')}_{suffix}"
+    os.makedirs(output_dir)
+
+    rows = []
+    for first in range(0, args.episodes, args.num_envs):
+        seeds = [args.seed + first + i for i in range(args.num_envs)]
+        obs, _ = envs.reset(seed=seeds)
+        holds, clip_returns, ground_truth_returns, videos = [], np.zeros(args.num_envs), np.zeros(args.num_envs), []
+        for _ in range(saved["episode_length"]):  # every episode runs to its fixed length: no autoreset inside the loop
+            with torch.no_grad():
+                actions = policy(torch.Tensor(obs).to(device)).cpu().numpy()
+            obs, ground_truth_rewards, _, _, infos = envs.step(actions)
+            frames = np.stack(envs.render())
+            if reward_model is not None:
+                clip_returns += reward_model(frames).cpu().numpy()
+            ground_truth_returns += ground_truth_rewards
+            holds.append(task_holds(env_family, saved, obs, ground_truth_rewards, infos))
+            videos.append(frames[: max(0, args.video_episodes - first)].copy())  # a copy frees the batch
+        task_fraction = np.mean(holds, axis=0)
+        for i in range(min(args.num_envs, args.episodes - first)):
+            rows.append(
+                {
+                    "episode": first + i,
+                    "seed": seeds[i],
+                    "success": int(task_fraction[i] >= 0.5),
+                    "task_fraction": task_fraction[i],
+                    "clip_return": clip_returns[i] if reward_model is not None else "",
+                    "ground_truth_return": ground_truth_returns[i] if env_family != "Humanoid" else "",
+                }
+            )
+            if i < len(videos[0]):
+                fps = envs.metadata.get("render_fps") or 30
+                episode_frames = [video[i] for video in videos]
+                save_video(episode_frames, output_dir, lambda _: True, fps=fps, name_prefix="eval", episode_index=first + i)
+    envs.close()
+
+    with open(os.path.join(output_dir, "evaluation.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    success_rate = np.mean([row["success"] for row in rows])
+    summary = f"success rate {success_rate:.2f}, mean task fraction {np.mean([row['task_fraction'] for row in rows]):.2f}"
+    if reward_model is not None:
+        summary += f", CLIP return {np.mean([row['clip_return'] for row in rows]):.2f}"
+    if env_family != "Humanoid":  # the humanoid's own reward is for running, not for the pose: no ground truth
+        summary += f", ground-truth return {np.mean([row['ground_truth_return'] for row in rows]):.2f}"
+    print(f"{len(rows)} episodes of {args.checkpoint} (step {step}): {summary}; written to {output_dir}")
