@@ -127,15 +127,20 @@ def learn_from_the_tiny_clip(prompt, cwd):
     result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
     scalars, _, _ = read_scalars(cwd)
-    return np.mean(scalars["charts/episodic_return"][-8:]), scalars["charts/episodic_clip_return"]
+    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
+    evaluation = run_script("evaluate.py", [run_dir, "--episodes", 10, "--video-episodes", 0], cwd)  # the paper's evaluation
+    assert evaluation.returncode == 0, evaluation.stderr
+    success_rate = float(evaluation.stdout.split("success rate ")[1].split(",")[0])
+    return np.mean(scalars["charts/episodic_return"][-8:]), scalars["charts/episodic_clip_return"], success_rate
 
 
 def test_dqn_learns_to_keep_the_pole_up_from_the_tiny_clip_reward_alone(tmp_path):
     """The whole path image -> embedding -> reward -> learning, offline. (A longer run with the default
     hyper-parameters: bench/dqn_tiny_clip_learning.py.)"""
-    learned, clip_returns = learn_from_the_tiny_clip("pole vertically upright on top of the cart", tmp_path)
+    learned, clip_returns, success_rate = learn_from_the_tiny_clip("pole vertically upright on top of the cart", tmp_path)
     random_returns, _ = random_policy_rollouts(20, episode_length=200)
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
+    assert success_rate >= 0.8  # evaluate.py's deterministic policy: the pole up for at least half of each episode
     # ... and it got there by raising the CLIP return it was trained on.
     assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
 
@@ -144,8 +149,9 @@ def test_the_opposite_prompt_teaches_the_opposite(tmp_path):
     """Same seed and budget, goal "pole fallen to the left": the agent raises its CLIP return just as well and
     keeps the pole down, a ground-truth return far below the upright prompt's (> 100 above). A script that
     learned from the env's own reward, whatever it logs, would balance the pole here too."""
-    learned, clip_returns = learn_from_the_tiny_clip("pole fallen to the left", tmp_path)
+    learned, clip_returns, success_rate = learn_from_the_tiny_clip("pole fallen to the left", tmp_path)
     assert learned < 50, learned
+    assert success_rate <= 0.2
     assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
 
 
