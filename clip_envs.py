@@ -229,6 +229,13 @@ def use_headless_mujoco_gl():
         os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def check_mujoco_gl():
+    """Raise SceneError unless MUJOCO_GL names a backend that can render frames (MuJoCo would fail on first import)."""
+    backend = os.environ.get("MUJOCO_GL", "").lower().strip()
+    if backend not in ("", "egl", "osmesa", "glfw", "glx", "wgl", "cgl"):
+        raise SceneError(f"MUJOCO_GL={backend} cannot render the frames CLIP needs: use egl (GPU or Mesa), osmesa or glfw")
+
+
 def check_camera(camera):
     """Raise SceneError unless camera = (distance > 0, elevation, azimuth, look-at height), all finite."""
     if len(camera) != 4 or not np.all(np.isfinite(camera)) or camera[0] <= 0:

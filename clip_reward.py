@@ -21,8 +21,14 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import glob
+import logging
+import numbers
 import os
+import socket
+import urllib.parse
 from typing import Sequence, Union
 
 import numpy as np
@@ -68,7 +74,7 @@ def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, p
 
 def check_alpha(alpha: float) -> None:
     """Raise CLIPRewardError unless 0 <= alpha <= 1."""
-    if not 0.0 <= alpha <= 1.0:  # also rejects NaN
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:  # also rejects NaN
         raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {alpha}")
 
 
@@ -97,6 +103,11 @@ def load_clip(
             folder = model_spec.split(":", 1)[1]
             if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
                 raise CLIPRewardError(f"{model_spec}: expected a folder with open_clip_config.json and a weights file")
+            if not any(glob.glob(os.path.join(folder, f"*.{suffix}")) for suffix in ("safetensors", "bin", "pth")):
+                # open_clip would build the model with random weights: rewards that mean nothing
+                raise CLIPRewardError(
+                    f"{model_spec}: no weights file (*.safetensors, *.bin, *.pth) beside open_clip_config.json"
+                )
         model = _create_model(model_spec, None, device, cache_dir, model_spec)
         return model, open_clip.get_tokenizer(model_spec)
 
@@ -130,25 +141,75 @@ def _create_model(name: str, pretrained: str | None, device, cache_dir: str | No
     local_weights = pretrained if pretrained and os.path.isfile(pretrained) else None
     if name.startswith("local-dir:"):
         local_weights = name.split(":", 1)[1]
+    hub = _unreachable_hub() if local_weights is None else None
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=cache_dir)
+        with _hub_offline(
+            hub is not None, quiet=local_weights is None
+        ):  # unreachable: only the cache, at once, instead of a minute of retries
+            model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=cache_dir)
     except Exception as error:
-        if local_weights is not None:  # a wrong or corrupt file: say which, not a torch traceback
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
-            raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {reason}") from error
+        if local_weights is not None:  # a wrong or corrupt file: say which and why, not a torch traceback
+            raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {_load_failure(error)}") from error
+        if isinstance(error, (RuntimeError, ValueError)) and "device" in str(error).lower():
+            raise CLIPRewardError(f"cannot put CLIP on device {device}: {_load_failure(error)}") from error
         if not isinstance(error, RuntimeError) or (
             "download" not in str(error).lower() and "hf hub" not in str(error).lower()
         ):
             raise
-        import huggingface_hub
+        from huggingface_hub import constants
 
-        cache = cache_dir or huggingface_hub.constants.HF_HUB_CACHE
+        cache = cache_dir or constants.HF_HUB_CACHE
         architecture = model_spec.split("/")[0]
+        why = f"{hub} is unreachable and they are not in {cache}" if hub else f"not in {cache} and the download failed"
         raise CLIPRewardError(
-            f"could not download the weights of {model_spec} (expected in {cache}); "
-            f"offline, pass a local file instead: --clip-model {architecture} --clip-checkpoint /path/to/weights.bin"
+            f"could not download the weights of {model_spec} ({why}); offline, pass a local file "
+            f"(--clip-model {architecture} --clip-checkpoint /path/to/weights.bin), set HF_HUB_OFFLINE=1 with a filled "
+            "cache, or try the bundled tiny-CLIP demo in the README"
         ) from error
     return model.eval()
+
+
+def _load_failure(error: Exception) -> str:
+    """The real cause of a failed load, in a few words."""
+    text = str(error)
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        return "the weights do not fit this architecture (a file of another model?)"
+    if "config" in text.lower() and ("json" in text.lower() or "valid" in text.lower()):
+        return f"broken open_clip_config.json ({text.strip().splitlines()[-1][:120]})"
+    if isinstance(error, EOFError) or any(word in text for word in ("zip", "pickle", "header", "magic number")):
+        return "the file is truncated or not a weights file"
+    return (text.strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+
+
+def _unreachable_hub() -> str | None:
+    """The Hugging Face Hub's host if it does not answer within 3 s (no proxy set, not already offline), else None."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return None
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return None
+    except OSError:
+        return host
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool, quiet: bool):
+    """huggingface_hub's offline mode (the cache only) while `offline`; open_clip's error log (the exception raised
+    after it says the same) silenced while `quiet`."""
+    from huggingface_hub import constants
+
+    saved, disabled = constants.HF_HUB_OFFLINE, logging.root.manager.disable
+    constants.HF_HUB_OFFLINE = saved or offline
+    if quiet:
+        logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        logging.disable(disabled)
 
 
 # --------------------------------------------------------------------------------------
@@ -209,6 +270,15 @@ def _check_frames(frames: FrameBatch) -> FrameBatch:
     return frames
 
 
+def _token_count(tokenizer, prompt: str) -> int | None:
+    """Tokens the prompt takes in CLIP's text context, start and end tokens included (None: unknown tokenizer)."""
+    if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
+        return len(tokenizer.encode(prompt)) + 2
+    if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
+        return len(tokenizer.tokenizer(prompt)["input_ids"])
+    return None
+
+
 class CLIPReward(torch.nn.Module):
     """Maps a batch of rendered frames (uint8, N x H x W x 3) to VLM-RM rewards.
 
@@ -227,7 +297,7 @@ class CLIPReward(torch.nn.Module):
     ):
         super().__init__()
         check_alpha(alpha)
-        if batch_size < 1:
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
             raise CLIPRewardError(f"reward batch size must be >= 1, got {batch_size}")
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -253,6 +323,15 @@ class CLIPReward(torch.nn.Module):
         prompts = list(prompts)
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
             raise CLIPRewardError(f"{side} prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+        context_length = getattr(self.tokenizer, "context_length", None)
+        for prompt in prompts:  # the tokenizer would cut a longer prompt silently
+            count = _token_count(self.tokenizer, prompt)
+            if context_length and count is not None and count > context_length:
+                raise CLIPRewardError(
+                    f"{'prompt' if side == 'prompt' else side + ' prompt'} {prompt[:40] + '...' if len(prompt) > 40 else prompt!r} "
+                    f"is {count} tokens, more than this CLIP's text context of "
+                    f"{context_length} (start and end tokens included): shorten it"
+                )
         device = next(self.model.parameters()).device
         tokens = self.tokenizer(prompts).to(device)
         embeddings = self.model.encode_text(tokens).float()

@@ -19,6 +19,7 @@ uncorrelated ones, 1 for opposite ones.
 """
 
 import csv
+import glob
 import os
 import sys
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Args:
     """where the PNG and CSV go"""
     save_frames: Optional[str] = None
     """also write each swept frame as a PNG into this folder, as CLIP sees it (after the reward model's resize)"""
+    overwrite: bool = False
+    """replace the results of an earlier sweep of this env in --output-dir (and its --save-frames)"""
     cuda: bool = True
     """use the GPU for CLIP if there is one"""
 
@@ -109,6 +112,8 @@ def humanoid_sweep(num_states, textures, args):
 def save_frames(folder, env, states, images):
     """Write float images (N, 3, S, S) in [0, 1] as PNGs named by index and state."""
     os.makedirs(folder, exist_ok=True)
+    for earlier in glob.glob(os.path.join(folder, f"{env}_*.png")):  # --overwrite: no frames of another sweep left among them
+        os.remove(earlier)
     pixels = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     for i, (state, picture) in enumerate(zip(states, pixels)):
         Image.fromarray(picture).save(os.path.join(folder, f"{env}_{i:03d}_{state:+.3f}.png"))
@@ -125,6 +130,12 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.num_states < 2:
         sys.exit(f"error: --num-states must be >= 2, got {args.num_states}")
+    stem = os.path.join(args.output_dir, f"{args.env}_landscape")
+    earlier = [path for path in (f"{stem}.png", f"{stem}.csv") if os.path.exists(path)]
+    if args.save_frames:
+        earlier += glob.glob(os.path.join(args.save_frames, f"{args.env}_*.png"))
+    if earlier and not args.overwrite:
+        sys.exit(f"error: {earlier[0]} exists from an earlier sweep: pass --overwrite, or another --output-dir/--save-frames")
     prompt = args.prompt or (clip_envs.PROMPTS[args.env][0],)
     baseline_prompt = args.baseline_prompt or (clip_envs.PROMPTS[args.env][1],)
     names = {"mountaincar": clip_envs.MOUNTAINCAR_TEXTURES, "humanoid": clip_envs.HUMANOID_TEXTURES}.get(args.env)
@@ -156,7 +167,6 @@ if __name__ == "__main__":
     }  # ... project many times
 
     os.makedirs(args.output_dir, exist_ok=True)
-    stem = os.path.join(args.output_dir, f"{args.env}_landscape")
     with open(f"{stem}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["state", "ground_truth", *[f"reward_alpha_{alpha}" for alpha in args.alphas]])

@@ -4,6 +4,7 @@
 import glob
 import importlib.util
 import itertools
+import math
 import os
 import random
 import re
@@ -221,10 +222,28 @@ if __name__ == "__main__":
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if min(args.hidden_sizes) < 1:
         sys.exit(f"error: --hidden-sizes must be >= 1, got {args.hidden_sizes}")
-    if args.checkpoint_frequency < 0:
-        sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
-    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", args.exp_name):
-        sys.exit(f"error: --exp-name names a folder: use letters, digits and . _ + - only, got {args.exp_name!r}")
+    # Every other argument, checked before any work: NaN, inf and out-of-range values stop here with one line.
+    for name, (valid, rule) in {
+        "gamma": (0 <= args.gamma <= 1, "in [0, 1]"),
+        "tau": (0 < args.tau <= 1, "in (0, 1]"),
+        "learning_rate": (0 < args.learning_rate < math.inf, "> 0 and finite"),
+        "start_e": (0 <= args.start_e <= 1, "in [0, 1]"),
+        "end_e": (0 <= args.end_e <= 1, "in [0, 1]"),
+        "exploration_fraction": (0 < args.exploration_fraction <= 1, "in (0, 1]"),
+        "env_id": (args.env_id in ("CartPole-v1", "CartPole-v0"), "CartPole-v1 or CartPole-v0"),
+        "learning_starts": (args.learning_starts >= 0, ">= 0"),
+        "total_timesteps": (
+            args.total_timesteps >= max(args.num_envs, args.learning_starts),
+            ">= --num-envs and --learning-starts",
+        ),
+        "checkpoint_frequency": (args.checkpoint_frequency >= 0, ">= 0"),
+        "exp_name": (
+            re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", args.exp_name) is not None,
+            "a folder name (letters, digits, . _ + -)",
+        ),
+    }.items():
+        if not valid:
+            sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(args, name)!r}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
 

@@ -4,6 +4,7 @@
 import glob
 import importlib.util
 import itertools
+import math
 import os
 import random
 import re
@@ -267,18 +268,33 @@ if __name__ == "__main__":
     ):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.ent_coef < 0:
-        sys.exit(f"error: --ent-coef must be >= 0, got {args.ent_coef}")
     try:
         if args.textures_dir is not None and not args.textured:
             raise clip_envs.SceneError("--textures-dir needs the textured scene: drop --no-textured")
         textures = clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, args.textures_dir) if args.textured else None
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")
-    if args.checkpoint_frequency < 0:
-        sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
-    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", args.exp_name):
-        sys.exit(f"error: --exp-name names a folder: use letters, digits and . _ + - only, got {args.exp_name!r}")
+    # Every other argument, checked before any work: NaN, inf and out-of-range values stop here with one line.
+    for name, (valid, rule) in {
+        "gamma": (0 <= args.gamma <= 1, "in [0, 1]"),
+        "tau": (0 < args.tau <= 1, "in (0, 1]"),
+        "policy_lr": (0 < args.policy_lr < math.inf, "> 0 and finite"),
+        "q_lr": (0 < args.q_lr < math.inf, "> 0 and finite"),
+        "ent_coef": (0 <= args.ent_coef < math.inf, ">= 0 and finite"),
+        "env_id": (args.env_id == "MountainCarContinuous-v0", "MountainCarContinuous-v0, on which the scene is built"),
+        "learning_starts": (args.learning_starts >= 0, ">= 0"),
+        "total_timesteps": (
+            args.total_timesteps >= max(args.num_envs, args.learning_starts),
+            ">= --num-envs and --learning-starts",
+        ),
+        "checkpoint_frequency": (args.checkpoint_frequency >= 0, ">= 0"),
+        "exp_name": (
+            re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", args.exp_name) is not None,
+            "a folder name (letters, digits, . _ + -)",
+        ),
+    }.items():
+        if not valid:
+            sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(args, name)!r}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
 

@@ -40,3 +40,32 @@ def assert_one_line_error(result, *fragments):
     last_line = result.stderr.strip().splitlines()[-1]
     for fragment in fragments:
         assert fragment in last_line, result.stderr
+
+
+def exit_message(script, args, cwd, monkeypatch):
+    """Run a script in this process up to its argument checks (no 5 s of imports per case); returns the one-line
+    error it exits with. Input that gets through the checks reaches the TensorBoard writer, which fails the test."""
+    import runpy
+    import signal
+
+    import pytest
+
+    import torch.utils.tensorboard
+
+    def run_started(*args, **kwargs):
+        raise AssertionError(f"the run started: {args} got through the checks")
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, "--no-cuda", *map(str, args)])
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", run_started)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(os.path.join(REPO_ROOT, script), run_name="__main__")
+    finally:
+        for number, handler in handlers.items():  # the script's own SIGTERM/SIGINT handlers end with it
+            signal.signal(number, handler)
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    assert not os.path.exists(os.path.join(cwd, "runs")) or not os.listdir(os.path.join(cwd, "runs"))  # nothing half-made
+    return message

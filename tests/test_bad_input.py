@@ -1,0 +1,124 @@
+"""Bad input never gives a traceback or a silent wrong result: each case below ends with one line naming the cause,
+before any work. (The scripts run in this process up to their checks; tests/test_*_clip_*.py run a few as subprocesses.)"""
+
+import json
+import os
+
+import open_clip
+import pytest
+import torch
+
+import clip_reward
+from conftest import REPO_ROOT, TINY_MODEL_CFG, save_tiny_clip
+from helpers import exit_message
+
+DQN, MOUNTAINCAR, HUMANOID = "dqn_clip_cartpole.py", "sac_clip_mountaincar.py", "sac_clip_humanoid.py"
+TINY_CARTPOLE_CLIP = f"local-dir:{REPO_ROOT}/assets/tiny-cartpole-clip-for-tests"
+
+CASES = [
+    (DQN, ["--gamma", "nan"], "--gamma must be in [0, 1], got nan"),
+    (DQN, ["--learning-rate", "inf"], "--learning-rate must be > 0 and finite, got inf"),
+    (DQN, ["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (DQN, ["--tau", "0"], "--tau must be in (0, 1]"),
+    (DQN, ["--start-e", "1.5"], "--start-e must be in [0, 1]"),
+    (DQN, ["--exploration-fraction", "0"], "--exploration-fraction must be in (0, 1]"),
+    (DQN, ["--total-timesteps", "100", "--learning-starts", "1000"], "--total-timesteps must be >= --num-envs and --learning-starts"),
+    (DQN, ["--total-timesteps", "3", "--num-envs", "4", "--learning-starts", "0"], "--total-timesteps must be >= --num-envs"),
+    (DQN, ["--learning-starts", "-1"], "--learning-starts must be >= 0"),
+    (DQN, ["--env-id", "MountainCar-v0"], "--env-id must be CartPole-v1 or CartPole-v0"),
+    (DQN, ["--checkpoint-frequency", "-5"], "--checkpoint-frequency must be >= 0"),
+    (DQN, ["--exp-name", "../elsewhere"], "--exp-name must be a folder name"),
+    (DQN, ["--alpha", "nan"], "alpha must be in [0, 1]"),
+    (MOUNTAINCAR, ["--ent-coef", "nan"], "--ent-coef must be >= 0 and finite, got nan"),
+    (MOUNTAINCAR, ["--q-lr", "-1"], "--q-lr must be > 0"),
+    (MOUNTAINCAR, ["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (MOUNTAINCAR, ["--env-id", "Pendulum-v1"], "--env-id must be MountainCarContinuous-v0"),
+    (HUMANOID, ["--policy-lr", "inf"], "--policy-lr must be > 0 and finite"),
+    (HUMANOID, ["--render-size", "100000"], "--render-size must be in [1, 4096]"),
+    (HUMANOID, ["--env-id", "Humanoid-v4"], "--env-id must be Humanoid-v5"),
+    (HUMANOID, ["--camera", "3", "nan", "0", "1"], "--camera takes DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, finite"),
+    (HUMANOID, ["--camera", "inf", "-10", "180", "1"], "--camera takes"),
+    (HUMANOID, ["--tau", "-0.1"], "--tau must be in (0, 1]"),
+]
+
+
+@pytest.mark.parametrize("script, args, message", CASES, ids=[f"{s[:-3]}{' '.join(a)}" for s, a, _ in CASES])
+def test_bad_arguments_stop_with_one_line(script, args, message, tmp_path, monkeypatch):
+    assert message in exit_message(script, ["--clip-model", TINY_CARTPOLE_CLIP, *args], tmp_path, monkeypatch)
+
+
+def test_an_invalid_mujoco_gl_is_refused_before_anything_renders(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "disable")
+    assert "MUJOCO_GL=disable cannot render" in exit_message(HUMANOID, ["--clip-model", TINY_CARTPOLE_CLIP], tmp_path, monkeypatch)
+
+
+def test_a_prompt_longer_than_the_text_context_names_its_token_count(tmp_path, monkeypatch):
+    prompt = "a humanoid robot " * 10  # the tiny CLIP's text context is 16 tokens
+    count = int((open_clip.tokenize([prompt], context_length=200) != 0).sum())  # start and end tokens included
+    assert count > 30
+    message = exit_message(HUMANOID, ["--clip-model", TINY_CARTPOLE_CLIP, "--prompt", prompt], tmp_path, monkeypatch)
+    assert f"is {count} tokens, more than this CLIP's text context of 16" in message
+    message = exit_message(DQN, ["--clip-model", TINY_CARTPOLE_CLIP, "--baseline-prompt", prompt], tmp_path, monkeypatch)
+    assert "baseline prompt" in message and f"{count} tokens" in message
+    fits = "a b c d e f g h i j k l m n"  # 14 words + start and end: exactly the context, accepted
+    assert clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, [fits], ["a"], alpha=0.0, device="cpu") is not None
+
+
+def test_a_local_dir_without_weights_is_an_error_not_a_random_clip(tmp_path, monkeypatch):
+    folder = tmp_path / "config-only"
+    save_tiny_clip(str(folder))
+    os.remove(folder / "open_clip_pytorch_model.bin")
+    message = exit_message(DQN, ["--clip-model", f"local-dir:{folder}"], tmp_path, monkeypatch)
+    assert "no weights file" in message
+
+
+def test_load_failures_name_the_real_cause(tmp_path):
+    save_tiny_clip(str(tmp_path / "tiny"))
+    wide = tmp_path / "wide"
+    save_tiny_clip(str(wide))
+    config = json.loads((wide / "open_clip_config.json").read_text())
+    config["model_cfg"]["embed_dim"] = 48  # another architecture than the weights beside it
+    (wide / "open_clip_config.json").write_text(json.dumps(config))
+    with pytest.raises(clip_reward.CLIPRewardError, match="do not fit this architecture"):
+        clip_reward.load_clip(f"local-dir:{wide}")
+    broken = tmp_path / "broken"
+    save_tiny_clip(str(broken))
+    (broken / "open_clip_config.json").write_text("{not json")
+    with pytest.raises(clip_reward.CLIPRewardError, match="broken open_clip_config.json"):
+        clip_reward.load_clip(f"local-dir:{broken}")
+    truncated = tmp_path / "truncated"
+    save_tiny_clip(str(truncated))
+    weights = truncated / "open_clip_pytorch_model.bin"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(clip_reward.CLIPRewardError, match="truncated or not a weights file"):
+        clip_reward.load_clip(f"local-dir:{truncated}")
+
+
+def test_an_unreachable_hub_fails_at_once_and_says_how_to_go_on(tmp_path, monkeypatch):
+    """No network and nothing cached: the error comes before any retry, and names the ways forward."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(clip_reward.CLIPRewardError) as error:
+        clip_reward.load_clip("ViT-B-32/laion2b_s34b_b79k", cache_dir=str(tmp_path))
+    message = str(error.value)
+    assert "hub.invalid is unreachable" in message and str(tmp_path) in message
+    assert "--clip-checkpoint" in message and "HF_HUB_OFFLINE=1" in message and "tiny-CLIP demo" in message
+    assert constants.HF_HUB_OFFLINE is False  # the offline switch was only for that attempt
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.rewards_from_embeddings(torch.zeros(1, 32), alpha="0.5"), "alpha must be in"),
+    (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=True), "alpha must be in"),
+    (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=0.5, batch_size=2.5), "batch size must be"),
+    (lambda m: m.embed_prompts([3]), "non-empty list of non-empty strings"),
+    (lambda m: m(None), "numpy array or torch tensor"),
+])
+def test_the_python_api_raises_clip_reward_errors_for_bad_types(call, message, tiny_clip_spec):
+    model = clip_reward.load_reward_model(tiny_clip_spec, ["a cart"], ["a pole"], alpha=0.0, device="cpu")
+    with pytest.raises(clip_reward.CLIPRewardError, match=message):
+        call(model)
