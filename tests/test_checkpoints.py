@@ -133,7 +133,8 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     taken = [tmp_path / "runs" / f"CartPole-v1__dqn_clip_cartpole__1__{t}" for t in range(now, now + 60)]
     for folder in taken:
         folder.mkdir(parents=True)
-    result = run_script("dqn_clip_cartpole.py", ["--reward", "ground-truth", "--total-timesteps", 100, "--save-model"], tmp_path)
+    result = run_script("dqn_clip_cartpole.py", ["--reward", "ground-truth", "--total-timesteps", 100, "--learning-starts", 50,
+                                                "--save-model"], tmp_path)
     assert result.returncode == 0, result.stderr
     new = set(glob.glob(str(tmp_path / "runs" / "*"))) - set(map(str, taken))
     (folder,) = new

@@ -134,3 +134,13 @@ def test_importing_the_landscape_tool_leaves_mujoco_alone(tmp_path):
     code = "import os, sys, clip_reward_landscape; print(os.environ.get('MUJOCO_GL'), 'mujoco' in sys.modules, 'dqn_clip_cartpole' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.stdout.split() == ["None", "False", "False"], result.stderr
+
+
+def test_a_second_sweep_never_overwrites_the_first_silently(tiny_clip_spec, tmp_path):
+    states, _, rewards, _ = run_landscape("cartpole", tiny_clip_spec, tmp_path, 5)
+    before = {name: (tmp_path / name).read_bytes() for name in ("cartpole_landscape.csv", "cartpole_landscape.png")}
+    result = run_script(SCRIPT, ["--env", "cartpole", "--clip-model", tiny_clip_spec, "--num-states", 7, "--output-dir", tmp_path], tmp_path)
+    assert_one_line_error(result, "cartpole_landscape", "exists from an earlier sweep", "--overwrite")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    states, _, _, _ = run_landscape("cartpole", tiny_clip_spec, tmp_path, 7, "--overwrite")
+    assert len(states) == 7
