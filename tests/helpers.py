@@ -67,5 +67,6 @@ def exit_message(script, args, cwd, monkeypatch):
             signal.signal(number, handler)
     message = exit_info.value.code
     assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
-    assert not os.path.exists(os.path.join(cwd, "runs")) or not os.listdir(os.path.join(cwd, "runs"))  # nothing half-made
+    runs = os.path.join(cwd, "runs")
+    assert not os.path.isdir(runs) or not os.listdir(runs)  # nothing half-made left behind
     return message
