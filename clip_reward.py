@@ -95,6 +95,7 @@ def load_clip(
       "local-dir:/path"   a folder with open_clip_config.json and the weights file;
       "hf-hub:org/repo"   an open_clip model on the Hugging Face Hub.
     """
+    device = _check_device(device)
     schema = model_spec.split(":", 1)[0] if ":" in model_spec else None
     if schema in ("local-dir", "hf-hub"):
         if checkpoint is not None:
@@ -137,6 +138,19 @@ def load_clip(
     return model, open_clip.get_tokenizer(architecture)
 
 
+def _check_device(device) -> torch.device:
+    """torch.device(device), or CLIPRewardError saying why CLIP cannot go there."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise CLIPRewardError(f"bad device {device!r}: {str(error).splitlines()[0]}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIPRewardError(f"device {device}: no CUDA GPU is available here (use the CPU)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CLIPRewardError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
 def _create_model(name: str, pretrained: str | None, device, cache_dir: str | None, model_spec: str):
     local_weights = pretrained if pretrained and os.path.isfile(pretrained) else None
     if name.startswith("local-dir:"):
@@ -150,8 +164,6 @@ def _create_model(name: str, pretrained: str | None, device, cache_dir: str | No
     except Exception as error:
         if local_weights is not None:  # a wrong or corrupt file: say which and why, not a torch traceback
             raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {_load_failure(error)}") from error
-        if isinstance(error, (RuntimeError, ValueError)) and "device" in str(error).lower():
-            raise CLIPRewardError(f"cannot put CLIP on device {device}: {_load_failure(error)}") from error
         if not isinstance(error, RuntimeError) or (
             "download" not in str(error).lower() and "hf hub" not in str(error).lower()
         ):

@@ -122,3 +122,11 @@ def test_the_python_api_raises_clip_reward_errors_for_bad_types(call, message, t
     model = clip_reward.load_reward_model(tiny_clip_spec, ["a cart"], ["a pole"], alpha=0.0, device="cpu")
     with pytest.raises(clip_reward.CLIPRewardError, match=message):
         call(model)
+
+
+@pytest.mark.parametrize("device, message", [("gpu0", "bad device 'gpu0'"), ("cuda:7", "device cuda:7")])
+def test_a_bad_device_is_named(device, message, tiny_clip_spec):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(clip_reward.CLIPRewardError, match=message):
+        clip_reward.load_reward_model(tiny_clip_spec, ["a cart"], ["a pole"], alpha=0.0, device=device)
