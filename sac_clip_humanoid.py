@@ -433,7 +433,7 @@ if __name__ == "__main__":
     autoreset = np.zeros(args.num_envs, dtype=bool)
     num_iterations = args.total_timesteps // args.num_envs
     num_updates = 0
-    start_iteration, updates_start = 1, args.learning_starts
+    start_iteration, updates_start, checkpoint_due = 1, args.learning_starts, False
     recent_returns = []  # training (CLIP) returns since the last checkpoint: evaluate.py picks the best checkpoint by them
 
     if checkpoint is not None:  # --resume: everything as the checkpoint left it
@@ -453,7 +453,6 @@ if __name__ == "__main__":
             ent_coef_optimizer.load_state_dict(checkpoint["ent_coef_optimizer"])
         for env, state in zip(envs.envs, checkpoint["envs"]):
             clip_envs.load_env_state(env, state)
-        envs._autoreset_envs = checkpoint["autoreset"].copy()  # finished envs reset on the next step, as they would have
         obs, autoreset, num_updates = checkpoint["obs"], checkpoint["autoreset"], checkpoint["num_updates"]
         episode_clip_return, episode_pose_sums = checkpoint["episode_clip_return"], checkpoint["episode_pose_sums"]
         recent_returns = checkpoint["recent_returns"]
@@ -596,12 +595,14 @@ if __name__ == "__main__":
                     if args.autotune:
                         writer.add_scalar("losses/ent_coef_loss", ent_coef_loss.item(), global_step)
 
-        # Checkpoint: every --checkpoint-frequency env steps, at the end, and when a signal asked the run to stop.
-        if (
-            stop_signal is not None
-            or iteration == num_iterations
-            or (args.checkpoint_frequency > 0 and global_step % args.checkpoint_frequency < args.num_envs)
-        ):
+        # Checkpoint: every --checkpoint-frequency env steps, when a signal asked the run to stop, and at the end; never while
+        # an env waits for its autoreset (a flag inside the vector env that a checkpoint cannot restore). Episodes have a
+        # fixed length and end together, so that delays a checkpoint by one step at most.
+        checkpoint_due = checkpoint_due or (
+            args.checkpoint_frequency > 0 and global_step % args.checkpoint_frequency < args.num_envs
+        )
+        if iteration == num_iterations or ((checkpoint_due or stop_signal is not None) and not autoreset.any()):
+            checkpoint_due = False
             checkpoint_path = f"runs/{run_name}/checkpoints/step_{global_step:09d}.pt"
             checkpoint = {
                 "args": vars(args),

@@ -20,6 +20,14 @@ def run_script(script, args, cwd, timeout=600):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def start_script(script, args, cwd):
+    """Like run_script, without waiting: returns the Popen (stdout and stderr piped, as text)."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, os.path.join(REPO_ROOT, script), "--no-cuda", *map(str, args)]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def read_scalars(cwd):
     """{tag: [values in step order]} from the one TensorBoard run under cwd/runs."""
     (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))

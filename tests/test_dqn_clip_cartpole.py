@@ -11,7 +11,7 @@ import torch
 import clip_reward
 import clip_envs
 from dqn_clip_cartpole import QNetwork
-from helpers import assert_finite, assert_one_line_error, exit_message, read_scalars, run_script
+from helpers import assert_finite, assert_one_line_error, exit_message, read_scalars, run_script, start_script
 
 SCRIPT = "dqn_clip_cartpole.py"
 EPISODE_LENGTH = 100
@@ -124,40 +124,47 @@ def test_dqn_learns_cartpole_from_ground_truth_reward(tmp_path):
 TINY_CARTPOLE_CLIP = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-cartpole-clip-for-tests")
 
 
-def learn_from_the_tiny_clip(prompt, cwd):
-    """14,000 steps of DQN whose only reward is the CLIP the project trained on CartPole frames; the ground truth is only logged."""
-    args = ["--clip-model", f"local-dir:{TINY_CARTPOLE_CLIP}", "--prompt", prompt, "--total-timesteps", 14000, "--num-envs", 4,
+def learn_from_the_tiny_clip(prompts, tmp_path):
+    """14,000 steps of DQN per prompt, whose only reward is the CLIP the project trained on CartPole frames (the
+    ground truth is only logged), then evaluate.py on the final policy. The runs go side by side, one per core.
+    Returns {prompt: (mean ground-truth return of the last 8 episodes, CLIP returns, evaluated success rate)}."""
+    args = ["--clip-model", f"local-dir:{TINY_CARTPOLE_CLIP}", "--total-timesteps", 14000, "--num-envs", 4,
             "--learning-starts", 1000, "--train-frequency", 1, "--exploration-fraction", 0.3,
             "--target-network-frequency", 200, "--learning-rate", 1e-3, "--seed", 1]
-    result = run_script(SCRIPT, args, cwd)
-    assert result.returncode == 0, result.stderr
-    scalars, _, _ = read_scalars(cwd)
-    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    evaluation = run_script("evaluate.py", [run_dir, "--episodes", 10, "--video-episodes", 0], cwd)  # the paper's evaluation
-    assert evaluation.returncode == 0, evaluation.stderr
-    success_rate = float(evaluation.stdout.split("success rate ")[1].split(",")[0])
-    return np.mean(scalars["charts/episodic_return"][-8:]), scalars["charts/episodic_clip_return"], success_rate
+    folders = {prompt: tmp_path / f"prompt{i}" for i, prompt in enumerate(prompts)}
+    for folder in folders.values():
+        folder.mkdir()
+    runs = {prompt: start_script(SCRIPT, [*args, "--prompt", prompt], folders[prompt]) for prompt in prompts}
+    for process in runs.values():
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr
+    results = {}
+    for prompt, cwd in folders.items():
+        scalars, _, _ = read_scalars(cwd)
+        (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
+        evaluation = run_script("evaluate.py", [run_dir, "--episodes", 10, "--video-episodes", 0], cwd)  # the paper's evaluation
+        assert evaluation.returncode == 0, evaluation.stderr
+        success_rate = float(evaluation.stdout.split("success rate ")[1].split(",")[0])
+        results[prompt] = np.mean(scalars["charts/episodic_return"][-8:]), scalars["charts/episodic_clip_return"], success_rate
+    return results
 
 
-def test_dqn_learns_to_keep_the_pole_up_from_the_tiny_clip_reward_alone(tmp_path):
-    """The whole path image -> embedding -> reward -> learning, offline. (A longer run with the default
-    hyper-parameters: bench/dqn_tiny_clip_learning.py.)"""
-    learned, clip_returns, success_rate = learn_from_the_tiny_clip("pole vertically upright on top of the cart", tmp_path)
+def test_the_tiny_clip_reward_alone_teaches_the_pole_up_and_the_opposite_prompt_teaches_it_down(tmp_path):
+    """The whole path image -> embedding -> reward -> learning, offline. With the upright prompt DQN balances the pole;
+    with the same seed and budget and the goal "pole fallen to the left" it raises its CLIP return just as well and keeps
+    the pole down. A script that learned from the env's own reward, whatever it logs, would balance the pole in both.
+    (A longer run with the default hyper-parameters: bench/dqn_tiny_clip_learning.py.)"""
+    upright, fallen = "pole vertically upright on top of the cart", "pole fallen to the left"
+    results = learn_from_the_tiny_clip([upright, fallen], tmp_path)
     random_returns, _ = random_policy_rollouts(20, episode_length=200)
+    learned, clip_returns, success_rate = results[upright]
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
+    assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20  # it got there by raising its CLIP return
     assert success_rate >= 0.8  # evaluate.py's deterministic policy: the pole up for at least half of each episode
-    # ... and it got there by raising the CLIP return it was trained on.
-    assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
-
-
-def test_the_opposite_prompt_teaches_the_opposite(tmp_path):
-    """Same seed and budget, goal "pole fallen to the left": the agent raises its CLIP return just as well and
-    keeps the pole down, a ground-truth return far below the upright prompt's (> 100 above). A script that
-    learned from the env's own reward, whatever it logs, would balance the pole here too."""
-    learned, clip_returns, success_rate = learn_from_the_tiny_clip("pole fallen to the left", tmp_path)
+    learned, clip_returns, success_rate = results[fallen]
     assert learned < 50, learned
-    assert success_rate <= 0.2
     assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
+    assert success_rate <= 0.2
 
 
 def test_track_logs_to_weights_and_biases_offline_with_videos(tiny_clip_spec, tmp_path, monkeypatch):
