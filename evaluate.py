@@ -47,9 +47,20 @@ def checkpoints_by_return(run_dir):
     """[(training return, step, path)] of the run's checkpoints, best first (NaN, no episode finished, last)."""
     found = []
     for path in glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt")):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(path)
         found.append((checkpoint["training_return"], checkpoint["global_step"], path))
     return sorted(found, key=lambda item: (not math.isnan(item[0]), item[0], item[1]), reverse=True)
+
+
+def load_checkpoint(path):
+    """A training script's checkpoint, or exit with one line naming the file."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        sys.exit(f"error: cannot read {path} as a checkpoint ({type(error).__name__})")
+    if not isinstance(checkpoint, dict) or "args" not in checkpoint or "training_return" not in checkpoint:
+        sys.exit(f"error: {path} is not a checkpoint of this project's training scripts")
+    return checkpoint
 
 
 def make_env(saved, env_family):
@@ -81,6 +92,10 @@ if __name__ == "__main__":
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.video_episodes < 0:
         sys.exit(f"error: --video-episodes must be >= 0, got {args.video_episodes}")
+    if not 0 <= args.seed <= 2**32 - 1 - args.episodes:
+        sys.exit(f"error: --seed must be in [0, 2**32 - 1 - episodes], got {args.seed}")
+    if not os.path.isdir(args.run_dir):
+        sys.exit(f"error: {args.run_dir}: no such folder")
     if args.checkpoint is None:
         ranked = checkpoints_by_return(args.run_dir)
         if not ranked:
@@ -89,7 +104,7 @@ if __name__ == "__main__":
         print(f"{args.checkpoint}: the highest training return ({training_return:.2f}) of {len(ranked)} checkpoints")
     elif not os.path.isfile(args.checkpoint):
         sys.exit(f"error: --checkpoint {args.checkpoint}: no such file")
-    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(args.checkpoint)
     saved = checkpoint["args"]
     env_family = next((family for family in SCRIPTS if saved["env_id"].startswith(family)), None)
     if env_family is None:

@@ -257,7 +257,12 @@ if __name__ == "__main__":
         run_name = os.path.basename(os.path.normpath(args.resume))
         if not os.path.isdir(f"runs/{run_name}") or not os.path.samefile(args.resume, f"runs/{run_name}"):
             sys.exit(f"error: --resume {args.resume}: run this from the folder that holds the run's runs/ (and videos/)")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a damaged file (checkpoints are written atomically, so not by this script)
+            sys.exit(
+                f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away"
+            )
         args = Args(**{**checkpoint["args"], "resume": args.resume, "cuda": args.cuda})
         print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
     args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
@@ -293,6 +298,7 @@ if __name__ == "__main__":
         "render_size": (1 <= args.render_size <= 4096, "in [1, 4096]"),
         "env_id": (args.env_id == "Humanoid-v5", "Humanoid-v5, on which the scene and the tasks are built"),
         "learning_starts": (args.learning_starts >= 0, ">= 0"),
+        "seed": (0 <= args.seed <= 2**32 - 1 - args.num_envs, "in [0, 2**32 - 1 - num_envs] (numpy's seed range)"),
         "total_timesteps": (
             args.total_timesteps >= max(args.num_envs, args.learning_starts),
             ">= --num-envs and --learning-starts",

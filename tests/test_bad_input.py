@@ -130,3 +130,22 @@ def test_a_bad_device_is_named(device, message, tiny_clip_spec):
         pytest.skip("this machine has 8 GPUs")
     with pytest.raises(clip_reward.CLIPRewardError, match=message):
         clip_reward.load_reward_model(tiny_clip_spec, ["a cart"], ["a pole"], alpha=0.0, device=device)
+
+
+@pytest.mark.parametrize("script", [DQN, MOUNTAINCAR, HUMANOID])
+def test_a_negative_seed_is_refused(script, tmp_path, monkeypatch):
+    assert "--seed must be in [0, " in exit_message(script, ["--clip-model", TINY_CARTPOLE_CLIP, "--seed", "-1"], tmp_path, monkeypatch)
+
+
+def test_a_damaged_checkpoint_is_named(tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "CartPole-v1__dqn_clip_cartpole__1__1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_000000100.pt").write_bytes(b"not a checkpoint")
+    message = exit_message(DQN, ["--resume", "runs/CartPole-v1__dqn_clip_cartpole__1__1"], tmp_path, monkeypatch, new_run=False)
+    assert "cannot read runs/CartPole-v1__dqn_clip_cartpole__1__1/checkpoints/step_000000100.pt" in message
+    with pytest.raises(SystemExit) as exit_info:
+        monkeypatch.setattr("sys.argv", ["evaluate.py", str(run_dir)])
+        import runpy
+
+        runpy.run_path(os.path.join(REPO_ROOT, "evaluate.py"), run_name="__main__")
+    assert "cannot read" in exit_info.value.code and "step_000000100.pt as a checkpoint" in exit_info.value.code
