@@ -72,6 +72,17 @@ def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, p
     return 1 - 0.5 * projected.pow(2).sum(dim=-1)
 
 
+def epic_distance(rewards, labels) -> float:
+    """EPIC distance between a reward and 0/1 goal labels over a set of states, as the paper's Appendix A uses it:
+    D = sqrt((1 - rho) / 2) with rho the Pearson correlation. 0: the reward orders and spaces the states as the
+    labels do, up to scale and shift; 1: exactly reversed; ~0.71: unrelated."""
+    rewards, labels = np.asarray(rewards, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if rewards.std() == 0 or labels.std() == 0:
+        return float("nan")  # a constant reward or a set without both kinds of state: correlation is undefined
+    rho = float(np.corrcoef(rewards, labels)[0, 1])
+    return float(np.sqrt(max(0.0, (1 - rho) / 2)))
+
+
 def check_alpha(alpha: float) -> None:
     """Raise CLIPRewardError unless 0 <= alpha <= 1."""
     if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:  # also rejects NaN

@@ -190,7 +190,8 @@ if __name__ == "__main__":
     print(f"{'alpha':>6} {'peak at':>9} {'pearson':>8} {'EPIC':>6}")
     for alpha in args.alphas:
         rho = pearson(rewards[alpha], ground_truth)
-        print(f"{alpha:>6.2f} {states[np.argmax(rewards[alpha])]:>9.3f} {rho:>8.3f} {np.sqrt((1 - rho) / 2):>6.3f}")
+        epic = clip_reward.epic_distance(rewards[alpha], ground_truth)
+        print(f"{alpha:>6.2f} {states[np.argmax(rewards[alpha])]:>9.3f} {rho:>8.3f} {epic:>6.3f}")
     print(
         f"wrote {stem}.png and {stem}.csv" + (f"; frames as CLIP sees them in {args.save_frames}" if args.save_frames else "")
     )

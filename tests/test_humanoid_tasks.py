@@ -18,23 +18,7 @@ def pitch(degrees):
     return [np.cos(np.radians(degrees) / 2), 0.0, np.sin(np.radians(degrees) / 2), 0.0]
 
 
-# Joint angles in degrees.
-POSES = {
-    "standing": {},
-    "kneeling": {"right_knee": -90, "left_knee": -90},
-    "lotus": dict(
-        right_hip_x=5, right_hip_z=-53, right_hip_y=-58, right_knee=-160,
-        left_hip_x=-14, left_hip_z=-28, left_hip_y=-32, left_knee=-155, abdomen_y=-1, abdomen_x=11,
-    ),
-    "arms-raised": dict(right_shoulder1=-85, right_shoulder2=22, right_elbow=-90, left_shoulder1=85, left_shoulder2=-21, left_elbow=-90),
-    "splits": dict(
-        right_hip_x=-25, right_hip_z=-60, right_hip_y=-70, right_knee=-2, left_hip_x=5, left_hip_z=-60, left_hip_y=-99, left_knee=-7
-    ),
-    "hands-on-hips": dict(right_shoulder1=40, right_shoulder2=-76, right_elbow=-6, left_shoulder1=-44, left_shoulder2=65, left_elbow=-6),
-    "arms-crossed": dict(right_shoulder1=60, right_shoulder2=23, right_elbow=-69, left_shoulder1=-58, left_shoulder2=-39, left_elbow=-84),
-    "one-leg": {"right_hip_y": -60, "right_knee": -90},
-}
-TORSO_PITCH = {"lotus": -30}
+POSES, TORSO_PITCH = clip_envs.KEY_POSES, clip_envs.KEY_POSE_TORSO_PITCH
 # Tasks that are standing poses also meet "standing".
 ALSO_STANDING = {"arms-raised", "hands-on-hips", "arms-crossed", "one-leg"}
 HANDS_TOUCHING = dict(right_shoulder1=41, right_shoulder2=-1, right_elbow=-36, left_shoulder1=-42, left_shoulder2=4, left_elbow=-34)
@@ -48,34 +32,13 @@ def humanoid():
     env.close()
 
 
-def lowest_point(model, data):
-    """Height of the body's lowest surface point (spheres and capsules)."""
-    low = np.inf
-    for geom in range(model.ngeom):
-        radius, half_length = model.geom_size[geom][:2]
-        if model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_SPHERE:
-            low = min(low, data.geom_xpos[geom][2] - radius)
-        elif model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_CAPSULE:
-            axis_z = data.geom_xmat[geom][8]
-            low = min(low, data.geom_xpos[geom][2] - abs(axis_z) * half_length - radius)
-    return low
-
-
 def place(env, joints, torso_pitch=0.0, lift=0.0):
     """Set the pose (degrees), rest it on the floor (plus `lift` metres), and return the model and data."""
-    model, data = env.unwrapped.model, env.unwrapped.data
-    qpos = env.unwrapped.init_qpos.copy()
-    qpos[3:7] = pitch(torso_pitch)
-    for joint, angle in joints.items():
-        qpos[model.joint(joint).qposadr[0]] = np.radians(angle)
-    env.unwrapped.set_state(qpos, np.zeros(model.nv))
-    qpos[2] -= lowest_point(model, data) - lift
-    env.unwrapped.set_state(qpos, np.zeros(model.nv))
-    return model, data
+    clip_envs.rest_on_floor(env, joints, pitch(torso_pitch), lift)
+    return env.unwrapped.model, env.unwrapped.data
 
 
-def deepest_penetration(data):
-    return -min([data.contact[i].dist for i in range(data.ncon)] or [0.0])
+deepest_penetration = clip_envs.deepest_penetration
 
 
 @pytest.mark.parametrize("task", list(POSES))
