@@ -109,3 +109,13 @@ def test_humanoid_scores_every_task_and_alpha_from_one_rendering(tiny_clip_spec,
         assert int(row["n_goal"]) + int(row["n_other"]) == 60
     assert_one_line_error(run_script(SCRIPT, ["--env", "humanoid", "--tasks", "dancing", "--output-dir", tmp_path / "x"], tmp_path),
                           "--tasks for humanoid are")
+
+
+def test_on_mountaincar_the_tiny_mountaincar_clip_separates_the_flag(tmp_path):
+    args = ["--env", "mountaincar", "--clip-model", f"local-dir:{REPO_ROOT}/assets/tiny-mountaincar-clip-for-tests",
+            "--num-states", 100, "--alphas", 0.5, "--output-dir", tmp_path]
+    result = run_script(SCRIPT, args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (row,) = read_epic(tmp_path)
+    assert row["task"] == "flag" and 3 <= int(row["n_goal"]) <= 17  # 0.15 of the track lies past the flag
+    assert float(row["epic"]) < 0.55, row  # the goal prompt's reward peaks at the flag
