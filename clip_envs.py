@@ -18,8 +18,10 @@ to the model's input, as the authors did.
 """
 
 import hashlib
+import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import tempfile
 import zlib
@@ -292,20 +294,16 @@ class HumanoidCamera(gym.Wrapper):
 
         check_camera(camera)
         distance, elevation, azimuth, self.lookat_height = camera
-        self.follow = follow
-        try:
-            self.renderer = mujoco.Renderer(env.unwrapped.model, height=render_size, width=render_size)
-        except mujoco.FatalError as error:
-            gl = os.environ.get("MUJOCO_GL", "default")
-            raise SceneError(
-                f"MuJoCo cannot render with MUJOCO_GL={gl} ({str(error).split(',')[0]}); set MUJOCO_GL=egl or osmesa "
-                "in the shell (MuJoCo reads it when first imported)"
-            )
+        self.follow, self.render_size, self.renderer = follow, render_size, None
         self.camera = mujoco.MjvCamera()  # a free camera
         self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
         self.camera.lookat[:] = (0.0, 0.0, self.lookat_height)
 
     def render(self):
+        # The GL context is made on the first frame, in the process that renders: a vector env's main process only
+        # builds a dummy env, and an EGL context made before its workers fork would hang them.
+        if self.renderer is None:
+            self.renderer = make_renderer(self.env.unwrapped.model, self.render_size)
         data = self.env.unwrapped.data
         if self.follow:
             self.camera.lookat[:] = (data.qpos[0], data.qpos[1], self.lookat_height)
@@ -313,8 +311,23 @@ class HumanoidCamera(gym.Wrapper):
         return self.renderer.render()
 
     def close(self):
-        self.renderer.close()
+        if self.renderer is not None:
+            self.renderer.close()
         super().close()
+
+
+def make_renderer(model, render_size):
+    """MuJoCo's offscreen Renderer, or SceneError saying how to fix MUJOCO_GL."""
+    import mujoco
+
+    try:
+        return mujoco.Renderer(model, height=render_size, width=render_size)
+    except mujoco.FatalError as error:
+        gl = os.environ.get("MUJOCO_GL", "default")
+        raise SceneError(
+            f"MuJoCo cannot render with MUJOCO_GL={gl} ({str(error).split(',')[0]}); set MUJOCO_GL=egl or osmesa "
+            "in the shell (MuJoCo reads it when first imported)"
+        )
 
 
 # Task predicates: the paper's Table 2 criteria as checks on the MuJoCo state, so success needs no human rater.
@@ -544,6 +557,47 @@ def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, cam
 _PLAIN = (type(None), bool, int, float, np.number, np.ndarray)
 
 
+class FrameInInfo(gym.Wrapper):
+    """The outermost wrapper of a training env. With `render`, it renders once after every reset and step and hands the
+    frame out with the step as info["frame"]: a vector env's workers render in parallel and the frames come back with
+    the step, stacked (num_envs, H, W, 3), with no second round trip; render() returns that same frame (for videos).
+    Its `checkpoint_state` and `load_checkpoint_state` reach every env of a vector env through `call`, worker or not."""
+
+    def __init__(self, env, render=True):
+        super().__init__(env)
+        self.rendering, self.frame, self.state_to_load = render, None, None
+        if multiprocessing.parent_process() is not None:
+            # In a vector env's worker: Ctrl-C and a scheduler's SIGTERM reach the whole process group, but only the
+            # training process may act on them (it checkpoints and closes the workers).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._with_frame(info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._with_frame(info)
+
+    def _with_frame(self, info):
+        if not self.rendering:
+            return info
+        self.frame = self.env.render()
+        return {**info, "frame": self.frame}
+
+    def render(self):
+        return self.frame if self.rendering else self.env.render()
+
+    def checkpoint_state(self):
+        return env_state(self)
+
+    def load_checkpoint_state(self):
+        """Load the state put in `state_to_load` (vector envs: `set_attr("state_to_load", states)`, then `call`)."""
+        state, self.state_to_load = self.state_to_load, None
+        load_env_state(self, state)
+
+
 def env_state(env):
     """Everything that decides an env's future, for a checkpoint: each layer's (wrappers', then the base env's)
     plain attributes (step counters, CartPole's state, episode statistics), its random generators (the env's and its
@@ -554,6 +608,8 @@ def env_state(env):
     while True:
         state = {}
         for name, value in vars(env).items():
+            if name in ("frame", "state_to_load"):  # FrameInInfo's hand-over, not the env's state
+                continue
             if isinstance(value, np.random.Generator):
                 state[name] = ("generator", copy.deepcopy(value.bit_generator.state))
             elif isinstance(value, gym.spaces.Space) and value._np_random is not None:

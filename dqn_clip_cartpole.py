@@ -84,6 +84,8 @@ class Args:
     """the learning rate of the optimizer"""
     num_envs: int = 1
     """the number of parallel game environments; CLIP scores all their frames in one call"""
+    async_envs: bool = True
+    """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = 10000
     """the replay memory buffer size"""
     gamma: float = 0.99
@@ -136,6 +138,7 @@ def make_env(env_id, seed, idx, capture_video, run_name, episode_length, render)
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = clip_envs.FrameInInfo(env, render)  # the frame after each step, rendered where the env runs
         env.action_space.seed(seed)
         return env
 
@@ -328,7 +331,7 @@ if __name__ == "__main__":
     uploaded_videos = set()
 
     # env setup
-    envs = gym.vector.SyncVectorEnv(
+    envs = (gym.vector.AsyncVectorEnv if args.async_envs and args.num_envs > 1 else gym.vector.SyncVectorEnv)(
         [
             make_env(
                 args.env_id,
@@ -366,8 +369,9 @@ if __name__ == "__main__":
         for name, module in (("q_network", q_network), ("target_network", target_network)):
             module.load_state_dict(checkpoint[name])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        for env, state in zip(envs.envs, checkpoint["envs"]):
-            clip_envs.load_env_state(env, state)
+        envs.set_attr("state_to_load", list(checkpoint["envs"]))
+        envs.call("load_checkpoint_state")
+        envs.single_action_space.np_random.bit_generator.state = checkpoint["action_space"]
         obs, autoreset = checkpoint["obs"], checkpoint["autoreset"]
         episode_clip_return, recent_returns = checkpoint["episode_clip_return"], checkpoint["recent_returns"]
         buffer_path = f"runs/{run_name}/checkpoints/buffer_{checkpoint['global_step']:09d}.pt"
@@ -402,7 +406,7 @@ if __name__ == "__main__":
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
         if reward_model is not None:
-            frames = np.stack(envs.render())  # (num_envs, 400, 600, 3) uint8
+            frames = infos["frame"]  # (num_envs, 400, 600, 3) uint8
             clip_rewards = reward_model(frames).cpu().numpy()
             rewards = clip_rewards
             episode_clip_return += np.where(autoreset, 0.0, clip_rewards)
@@ -487,7 +491,8 @@ if __name__ == "__main__":
                 "q_network": q_network.state_dict(),
                 "target_network": target_network.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "envs": [clip_envs.env_state(env) for env in envs.envs],
+                "envs": envs.call("checkpoint_state"),  # each env's own state, from its worker
+                "action_space": envs.single_action_space.np_random.bit_generator.state,  # random actions before learning
                 "obs": obs,
                 "autoreset": autoreset,
                 "episode_clip_return": episode_clip_return,

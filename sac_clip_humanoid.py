@@ -90,6 +90,8 @@ class Args:
     """total timesteps of the experiments (summed over envs)"""
     num_envs: int = 32
     """the number of parallel game environments; CLIP scores all their frames in one call"""
+    async_envs: bool = True
+    """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = int(1e6)
     """the replay memory buffer size"""
     gamma: float = 0.95
@@ -146,6 +148,7 @@ def make_env(env_id, seed, idx, capture_video, run_name, episode_length, texture
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = clip_envs.FrameInInfo(env)  # the frame after each step, rendered where the env runs
         env.action_space.seed(seed)
         return env
 
@@ -388,7 +391,7 @@ if __name__ == "__main__":
 
     # env setup
     try:
-        envs = gym.vector.SyncVectorEnv(
+        envs = (gym.vector.AsyncVectorEnv if args.async_envs and args.num_envs > 1 else gym.vector.SyncVectorEnv)(
             [
                 make_env(
                     args.env_id,
@@ -457,8 +460,9 @@ if __name__ == "__main__":
         if args.autotune:
             log_ent_coef.data.copy_(checkpoint["log_ent_coef"])
             ent_coef_optimizer.load_state_dict(checkpoint["ent_coef_optimizer"])
-        for env, state in zip(envs.envs, checkpoint["envs"]):
-            clip_envs.load_env_state(env, state)
+        envs.set_attr("state_to_load", list(checkpoint["envs"]))
+        envs.call("load_checkpoint_state")
+        envs.single_action_space.np_random.bit_generator.state = checkpoint["action_space"]
         obs, autoreset, num_updates = checkpoint["obs"], checkpoint["autoreset"], checkpoint["num_updates"]
         episode_clip_return, episode_pose_sums = checkpoint["episode_clip_return"], checkpoint["episode_pose_sums"]
         recent_returns = checkpoint["recent_returns"]
@@ -492,7 +496,7 @@ if __name__ == "__main__":
         next_obs, _, terminations, truncations, infos = envs.step(actions)  # the env's running reward is not used
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
-        frames = np.stack(envs.render())  # (num_envs, S, S, 3) uint8, S = --render-size; resized to CLIP's input inside
+        frames = infos["frame"]  # (num_envs, S, S, 3) uint8, S = --render-size; resized to CLIP's input inside
         rewards = reward_model(frames).cpu().numpy()
         # ===========================================================================================
 
@@ -626,7 +630,8 @@ if __name__ == "__main__":
                 "ent_coef": ent_coef,
                 "log_ent_coef": log_ent_coef.detach() if args.autotune else None,
                 "ent_coef_optimizer": ent_coef_optimizer.state_dict() if args.autotune else None,
-                "envs": [clip_envs.env_state(env) for env in envs.envs],
+                "envs": envs.call("checkpoint_state"),  # each env's own state, from its worker
+                "action_space": envs.single_action_space.np_random.bit_generator.state,  # random actions before learning
                 "obs": obs,
                 "autoreset": autoreset,
                 "episode_clip_return": episode_clip_return,

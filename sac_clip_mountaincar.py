@@ -84,6 +84,8 @@ class Args:
     """total timesteps of the experiments (summed over envs)"""
     num_envs: int = 4
     """the number of parallel game environments (the authors': one per GPU, 4 GPUs); CLIP scores all their frames in one call"""
+    async_envs: bool = True
+    """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = int(1e6)
     """the replay memory buffer size"""
     gamma: float = 0.9999
@@ -134,12 +136,13 @@ def latest_checkpoint(run_dir):
     return paths[-1] if paths else None
 
 
-def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures):
+def make_env(env_id, seed, idx, capture_video, run_name, episode_length, textures, render):
     def thunk():
         env = clip_envs.make_mountaincar(env_id, episode_length, textures)
         if capture_video and idx == 0:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
         env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = clip_envs.FrameInInfo(env, render)  # the frame after each step, rendered where the env runs
         env.action_space.seed(seed)
         return env
 
@@ -379,9 +382,18 @@ if __name__ == "__main__":
     uploaded_videos = set()
 
     # env setup
-    envs = gym.vector.SyncVectorEnv(
+    envs = (gym.vector.AsyncVectorEnv if args.async_envs and args.num_envs > 1 else gym.vector.SyncVectorEnv)(
         [
-            make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, args.episode_length, textures)
+            make_env(
+                args.env_id,
+                args.seed + i,
+                i,
+                args.capture_video,
+                run_name,
+                args.episode_length,
+                textures,
+                reward_model is not None,
+            )
             for i in range(args.num_envs)
         ]
     )
@@ -435,8 +447,9 @@ if __name__ == "__main__":
         if args.autotune:
             log_ent_coef.data.copy_(checkpoint["log_ent_coef"])
             ent_coef_optimizer.load_state_dict(checkpoint["ent_coef_optimizer"])
-        for env, state in zip(envs.envs, checkpoint["envs"]):
-            clip_envs.load_env_state(env, state)
+        envs.set_attr("state_to_load", list(checkpoint["envs"]))
+        envs.call("load_checkpoint_state")
+        envs.single_action_space.np_random.bit_generator.state = checkpoint["action_space"]
         obs, autoreset, num_updates = checkpoint["obs"], checkpoint["autoreset"], checkpoint["num_updates"]
         episode_clip_return = checkpoint["episode_clip_return"]
         recent_returns = checkpoint["recent_returns"]
@@ -471,7 +484,7 @@ if __name__ == "__main__":
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
         if reward_model is not None:
-            frames = np.stack(envs.render())  # (num_envs, 400, 600, 3) uint8; resized to CLIP's input inside
+            frames = infos["frame"]  # (num_envs, 400, 600, 3) uint8; resized to CLIP's input inside
             clip_rewards = reward_model(frames).cpu().numpy()
             rewards = clip_rewards
             episode_clip_return += np.where(autoreset, 0.0, clip_rewards)
@@ -601,7 +614,8 @@ if __name__ == "__main__":
                 "ent_coef": ent_coef,
                 "log_ent_coef": log_ent_coef.detach() if args.autotune else None,
                 "ent_coef_optimizer": ent_coef_optimizer.state_dict() if args.autotune else None,
-                "envs": [clip_envs.env_state(env) for env in envs.envs],
+                "envs": envs.call("checkpoint_state"),  # each env's own state, from its worker
+                "action_space": envs.single_action_space.np_random.bit_generator.state,  # random actions before learning
                 "obs": obs,
                 "autoreset": autoreset,
                 "episode_clip_return": episode_clip_return,

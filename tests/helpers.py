@@ -21,11 +21,13 @@ def run_script(script, args, cwd, timeout=600):
 
 
 def start_script(script, args, cwd):
-    """Like run_script, without waiting: returns the Popen (stdout and stderr piped, as text)."""
+    """Like run_script, without waiting, in a process group of its own (signals can go to the script and its env
+    workers together, as Ctrl-C in a terminal sends them): returns the Popen (stdout and stderr piped, as text)."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     env.setdefault("OMP_NUM_THREADS", "1")
     command = [sys.executable, os.path.join(REPO_ROOT, script), "--no-cuda", *map(str, args)]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def read_scalars(cwd):

@@ -70,7 +70,7 @@ def test_a_run_stopped_by_a_signal_resumes_to_the_same_logs(script, stop, tiny_c
 
     process = start_script(script, args, interrupted)
     wait_for_checkpoint(process, interrupted)
-    process.send_signal(stop)
+    os.killpg(process.pid, stop)  # to the script and its env workers, as Ctrl-C in a terminal or a scheduler does
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + stop, stderr
     assert "Traceback" not in stderr

@@ -1,8 +1,8 @@
 """Every training script: the reward stored with a transition is the CLIP reward of the frame the env
 shows after that action, and the same seed gives the same run.
 
-The wiring tests run a script in this process (runpy) with two spies that change nothing: one on the
-vector env's step renders the envs right after the real step (what they show then), one on the reward
+The wiring tests run a script in this process (runpy, in-process envs) with two spies that change nothing: one on
+the vector env's step renders the envs right after the real step (what they show then), one on the reward
 model records the frames it scored and the rewards it gave. The replay buffer is read from the finished
 script's globals. A script that scores the frame before the step, hands CLIP BGR frames or another env's
 frame, or stores the env's own reward fails here.
@@ -42,7 +42,8 @@ def run_with_spies(script, args, cwd, monkeypatch):
 
     def step(self, actions):
         next_obs, rewards, terminations, truncations, infos = real_step(self, actions)
-        seen.shown.append(np.stack(self.render()))
+        # rendered afresh under clip_envs.FrameInInfo (whose render() returns the frame it handed out with the step)
+        seen.shown.append(np.stack([env.env.render() for env in self.envs]))
         seen.next_obs.append(next_obs.copy())
         seen.ended.append(terminations | truncations)
         return next_obs, rewards, terminations, truncations, infos
@@ -56,7 +57,7 @@ def run_with_spies(script, args, cwd, monkeypatch):
     monkeypatch.setattr(gym.vector.SyncVectorEnv, "step", step)
     monkeypatch.setattr(clip_reward.CLIPReward, "forward", forward)
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [script, "--no-cuda", *map(str, args)])
+    monkeypatch.setattr(sys, "argv", [script, "--no-cuda", "--no-async-envs", *map(str, args)])  # spies see in-process envs
     return runpy.run_path(os.path.join(REPO_ROOT, script), run_name="__main__"), seen
 
 
