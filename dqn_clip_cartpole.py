@@ -71,6 +71,8 @@ class Args:
     """local CLIP weights file for --clip-model ARCH (offline use)"""
     reward_batch_size: int = 64
     """the most frames CLIP embeds in one forward pass"""
+    clip_precision: Optional[Literal["fp32", "fp16", "bf16"]] = None
+    """CLIP's weights: default fp16 on a GPU (half the memory, under autocast), fp32 on a CPU"""
 
     # Algorithm specific arguments (CleanRL's DQN, retuned for fixed-length episodes: the
     # ground-truth run reaches the full return of 200 within ~10k steps)
@@ -290,6 +292,7 @@ if __name__ == "__main__":
                 checkpoint=args.clip_checkpoint,
                 device=device,
                 batch_size=args.reward_batch_size,
+                precision=args.clip_precision,
             )
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")

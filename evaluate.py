@@ -123,6 +123,7 @@ if __name__ == "__main__":
                 checkpoint=saved["clip_checkpoint"],
                 device=device,
                 batch_size=saved["reward_batch_size"],
+                precision=saved.get("clip_precision"),
             )
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")

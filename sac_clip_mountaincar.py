@@ -70,6 +70,8 @@ class Args:
     """local CLIP weights file for --clip-model ARCH (offline use)"""
     reward_batch_size: int = 64
     """the most frames CLIP embeds in one forward pass"""
+    clip_precision: Optional[Literal["fp32", "fp16", "bf16"]] = None
+    """CLIP's weights: default fp16 on a GPU (half the memory, under autocast), fp32 on a CPU"""
     textured: bool = True
     """the paper's scene: a landscape photo along the track and a car sprite; --no-textured keeps gymnasium's line drawing"""
     textures_dir: Optional[str] = None
@@ -341,6 +343,7 @@ if __name__ == "__main__":
                 checkpoint=args.clip_checkpoint,
                 device=device,
                 batch_size=args.reward_batch_size,
+                precision=args.clip_precision,
             )
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")

@@ -280,3 +280,26 @@ def test_failed_download_says_where_and_how_to_go_offline(tmp_path, monkeypatch)
     message = str(error.value)
     assert "could not download" in message and str(tmp_path) in message
     assert "--clip-checkpoint" in message
+
+
+def test_half_precision_rewards_are_within_0_02_of_float32(tmp_path):
+    """The GPU default holds CLIP's weights in half precision; on a CPU the same path runs in bfloat16. On CartPole
+    frames, with the tiny CartPole CLIP, rewards stay within 0.02 of float32 (reward spread ~0.4) and keep their order."""
+    from test_dqn_clip_cartpole import random_policy_rollouts
+
+    spec = f"local-dir:{os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets', 'tiny-cartpole-clip-for-tests')}"
+    _, frames = random_policy_rollouts(1, 100, render=True)
+    for alpha in (0.0, 0.5):
+        full, half = (
+            clip_reward.load_reward_model(spec, ["pole vertically upright on top of the cart"], ["pole and cart"], alpha,
+                                          device="cpu", precision=precision)
+            for precision in ("fp32", "bf16")
+        )
+        assert {p.dtype for p in full.model.parameters()} == {torch.float32}
+        half_bytes = sum(p.numel() * p.element_size() for p in half.model.visual.parameters())  # the image tower: ~all of bigG
+        assert half_bytes < 0.6 * sum(p.numel() * p.element_size() for p in full.model.visual.parameters())
+        expected, rewards = full(frames).numpy(), half(frames).numpy()
+        assert np.abs(rewards - expected).max() < 0.02 and expected.std() > 0.2
+        assert np.corrcoef(rewards, expected)[0, 1] > 0.999
+    with pytest.raises(CLIPRewardError, match="precision must be one of"):
+        clip_reward.load_clip(spec, precision="int8")
