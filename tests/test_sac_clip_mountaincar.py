@@ -1,5 +1,6 @@
 """sac_clip_mountaincar.py: parking at the flag, an end-to-end run with the paper's scene, errors. (The scene: test_clip_envs.py.)"""
 
+import csv
 import glob
 import os
 
@@ -12,7 +13,7 @@ from moviepy import VideoFileClip
 import clip_envs
 import clip_reward
 from clip_envs import GOAL_POSITION, FixedLengthMountainCar
-from helpers import assert_finite, assert_one_line_error, exit_message, read_scalars, run_script
+from helpers import assert_finite, assert_one_line_error, exit_message, read_scalars, run_script, start_script
 from sac_clip_mountaincar import Actor
 
 SCRIPT = "sac_clip_mountaincar.py"
@@ -152,3 +153,51 @@ def test_defaults_are_the_papers_setup():
                  autotune=False, hidden_size=64, batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
                  prompt=("a car at the peak of the mountain, next to the yellow flag",), baseline_prompt=("a car in the mountain",))
     assert {name: getattr(args, name) for name in paper} == paper
+
+
+TINY_MOUNTAINCAR_CLIP = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-mountaincar-clip-for-tests")
+# Fast settings for a CPU (not the paper's; bench/sac_tiny_clip_learning.py runs the longer curve): 8 envs, 2 updates per
+# vector step, gamma 0.99, learning rates 3e-3, a small fixed entropy coefficient.
+FAST_SAC = ["--num-envs", 8, "--learning-starts", 2000, "--train-frequency", 1, "--gradient-steps", 2, "--gamma", 0.99,
+            "--policy-lr", 3e-3, "--q-lr", 3e-3, "--ent-coef", 0.01]
+
+
+def test_sac_reaches_the_flag_from_the_tiny_clip_reward_alone_and_the_opposite_prompt_stays_in_the_valley(tmp_path):
+    """24,000 steps per prompt, side by side, with the tiny MountainCar CLIP as the only reward. The goal prompt's final
+    policy drives to the flag in every evaluated episode (a random policy: never); "a car at the bottom of the valley",
+    same seed and budget, keeps its own CLIP return near its top and never reaches the flag. A script that learned from the env's
+    reward, whatever it logs, would reach the flag with both prompts."""
+    prompts = {"goal": clip_envs.PROMPTS["mountaincar"][0], "valley": "a car at the bottom of the valley"}
+    processes = {}
+    for name, prompt in prompts.items():
+        (tmp_path / name).mkdir()
+        args = ["--clip-model", f"local-dir:{TINY_MOUNTAINCAR_CLIP}", "--prompt", prompt, "--total-timesteps", 24000,
+                "--seed", 2, "--checkpoint-frequency", 0, *FAST_SAC]
+        processes[name] = start_script(SCRIPT, args, tmp_path / name)
+    results = {}
+    for name, process in processes.items():
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr
+        scalars, _, run_dir = read_scalars(tmp_path / name)
+        evaluation = run_script("evaluate.py", [run_dir, "--episodes", 10, "--video-episodes", 0], tmp_path / name)
+        assert evaluation.returncode == 0, evaluation.stderr
+        with open(glob.glob(os.path.join(run_dir, "eval_step_*", "evaluation.csv"))[0]) as f:
+            rows = list(csv.DictReader(f))
+        at_flag = np.mean([float(row["task_fraction"]) > 0 for row in rows])  # episodes that reached the flag
+        results[name] = scalars, at_flag, np.mean([float(row["ground_truth_return"]) for row in rows])
+
+    env = clip_envs.make_mountaincar("MountainCarContinuous-v0", 200, None)  # a random policy, for comparison
+    env.action_space.seed(0)
+    random_at_flag = []
+    for episode in range(10):
+        env.reset(seed=episode)
+        positions = [env.step(env.action_space.sample())[0][0] for _ in range(200)]
+        random_at_flag.append(max(positions) >= GOAL_POSITION)
+    assert np.mean(random_at_flag) <= 0.1
+
+    scalars, at_flag, ground_truth = results["goal"]
+    assert np.mean(scalars["charts/success"][-16:]) >= 0.9  # the last training episodes end at the flag
+    assert at_flag == 1.0 and ground_truth > 50  # MountainCar's +100 at the flag, minus the action cost
+    scalars, at_flag, ground_truth = results["valley"]
+    assert np.mean(scalars["charts/success"][-16:]) == 0.0 and at_flag == 0.0 and ground_truth < 0
+    assert min(scalars["charts/episodic_clip_return"][-16:]) > 185  # of at most ~200: the car stays where its prompt points
