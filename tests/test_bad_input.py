@@ -10,7 +10,7 @@ import torch
 
 import clip_reward
 from conftest import REPO_ROOT, TINY_MODEL_CFG, save_tiny_clip
-from helpers import exit_message
+from helpers import assert_one_line_error, exit_message, run_script
 
 DQN, MOUNTAINCAR, HUMANOID = "dqn_clip_cartpole.py", "sac_clip_mountaincar.py", "sac_clip_humanoid.py"
 TINY_CARTPOLE_CLIP = f"local-dir:{REPO_ROOT}/assets/tiny-cartpole-clip-for-tests"
@@ -45,6 +45,14 @@ CASES = [
 @pytest.mark.parametrize("script, args, message", CASES, ids=[f"{s[:-3]}{' '.join(a)}" for s, a, _ in CASES])
 def test_bad_arguments_stop_with_one_line(script, args, message, tmp_path, monkeypatch):
     assert message in exit_message(script, ["--clip-model", TINY_CARTPOLE_CLIP, *args], tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("script", [DQN, MOUNTAINCAR, HUMANOID])
+def test_a_bad_argument_ends_the_process_with_one_line(script, tmp_path):
+    """The same checks in a real process: exit status 1, one line on stderr, no traceback, no runs/ folder."""
+    result = run_script(script, ["--clip-model", TINY_CARTPOLE_CLIP, "--gamma", "nan"], tmp_path)
+    assert_one_line_error(result, "error:", "--gamma must be in [0, 1], got nan")
+    assert result.returncode == 1 and not os.path.exists(tmp_path / "runs")
 
 
 def test_an_invalid_mujoco_gl_is_refused_before_anything_renders(tmp_path, monkeypatch):
