@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import tempfile
 import zlib
@@ -232,10 +233,20 @@ def use_headless_mujoco_gl():
 
 
 def check_mujoco_gl():
-    """Raise SceneError unless MUJOCO_GL names a backend that can render frames (MuJoCo would fail on first import)."""
+    """Raise SceneError unless MuJoCo can render a frame with MUJOCO_GL (set to egl on a headless Linux if unset).
+    The test frame is drawn in a process of its own: a GL context made here would hang a vector env's forked workers."""
+    use_headless_mujoco_gl()
     backend = os.environ.get("MUJOCO_GL", "").lower().strip()
     if backend not in ("", "egl", "osmesa", "glfw", "glx", "wgl", "cgl"):
         raise SceneError(f"MUJOCO_GL={backend} cannot render the frames CLIP needs: use egl (GPU or Mesa), osmesa or glfw")
+    probe = "import mujoco; mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 8, 8).render()"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        cause = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SceneError(
+            f"MuJoCo cannot render with MUJOCO_GL={backend or 'its default'} ({cause}); "
+            "use MUJOCO_GL=egl (GPU or Mesa) or osmesa, with its library installed"
+        )
 
 
 def check_camera(camera):

@@ -180,9 +180,8 @@ def _create_model(name: str, pretrained: str | None, device, cache_dir: str | No
         local_weights = name.split(":", 1)[1]
     hub = _unreachable_hub() if local_weights is None else None
     try:
-        with _hub_offline(
-            hub is not None, quiet=local_weights is None
-        ):  # unreachable: only the cache, at once, instead of a minute of retries
+        # An unreachable hub: only the cache, at once, instead of a minute of retries.
+        with _hub_offline(hub is not None, quiet=local_weights is None):
             model = open_clip.create_model(
                 name, pretrained=pretrained, device=device, cache_dir=cache_dir, precision=precision
             )
@@ -337,6 +336,9 @@ class CLIPReward(torch.nn.Module):
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
             raise CLIPRewardError(f"reward batch size must be >= 1, got {batch_size}")
         self.model = model.eval()
+        # load_clip's precision: half-precision weights run under autocast in their own type
+        half = {p.dtype for p in model.parameters()} & {torch.float16, torch.bfloat16}
+        self.autocast_dtype = half.pop() if half else None
         self.tokenizer = tokenizer
         self.alpha = alpha
         self.batch_size = batch_size
@@ -358,9 +360,7 @@ class CLIPReward(torch.nn.Module):
 
     def autocast(self):
         """Mixed precision in the half type of the model's weights (see load_clip's precision); off for float32 weights."""
-        half = {p.dtype for p in self.model.parameters()} & {torch.float16, torch.bfloat16}
-        dtype = half.pop() if half else torch.float32
-        return torch.autocast(self.model_device.type, dtype=dtype, enabled=dtype != torch.float32)
+        return torch.autocast(self.model_device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     @torch.inference_mode()
     def embed_prompts(self, prompts: Sequence[str], side: str = "prompt") -> torch.Tensor:

@@ -138,9 +138,13 @@ if __name__ == "__main__":
         sys.exit(f"error: {csv_path} exists from an earlier run: pass --overwrite, or another --output-dir")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    frames, labels = {"humanoid": humanoid_states, "cartpole": cartpole_states, "mountaincar": mountaincar_states}[args.env](
-        args
-    )
+    try:
+        if args.env == "humanoid":
+            clip_envs.check_mujoco_gl()
+        states = {"humanoid": humanoid_states, "cartpole": cartpole_states, "mountaincar": mountaincar_states}[args.env]
+        frames, labels = states(args)
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
     print(
         f"{args.env}: {len(frames)} states rendered once; goal states per task: {dict(zip(args.tasks, labels.sum(0).tolist()))}"
     )

@@ -222,7 +222,8 @@ if __name__ == "__main__":
             )
         args = Args(**{**checkpoint["args"], "resume": args.resume, "cuda": args.cuda})
         print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
-    for name in (
+    # Every argument, checked before any work: NaN, inf and out-of-range values stop here with one line.
+    counts = (
         "num_envs",
         "episode_length",
         "total_timesteps",
@@ -231,13 +232,10 @@ if __name__ == "__main__":
         "train_frequency",
         "gradient_steps",
         "target_network_frequency",
-    ):
-        if getattr(args, name) < 1:
-            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if min(args.hidden_sizes) < 1:
-        sys.exit(f"error: --hidden-sizes must be >= 1, got {args.hidden_sizes}")
-    # Every other argument, checked before any work: NaN, inf and out-of-range values stop here with one line.
+    )
     for name, (valid, rule) in {
+        **{name: (getattr(args, name) >= 1, ">= 1") for name in counts},
+        "hidden_sizes": (min(args.hidden_sizes) >= 1, ">= 1"),
         "gamma": (0 <= args.gamma <= 1, "in [0, 1]"),
         "tau": (0 < args.tau <= 1, "in (0, 1]"),
         "learning_rate": (0 < args.learning_rate < math.inf, "> 0 and finite"),

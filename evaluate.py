@@ -128,6 +128,8 @@ if __name__ == "__main__":
         except clip_reward.CLIPRewardError as error:
             sys.exit(f"error: {error}")
     try:
+        if env_family == "Humanoid":
+            clip_envs.check_mujoco_gl()
         envs = gym.vector.SyncVectorEnv([lambda: make_env(saved, env_family) for _ in range(args.num_envs)])
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")

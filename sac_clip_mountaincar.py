@@ -268,7 +268,8 @@ if __name__ == "__main__":
             )
         args = Args(**{**checkpoint["args"], "resume": args.resume, "cuda": args.cuda})
         print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
-    for name in (
+    # Every argument, checked before any work: NaN, inf and out-of-range values stop here with one line.
+    counts = (
         "num_envs",
         "episode_length",
         "total_timesteps",
@@ -279,17 +280,9 @@ if __name__ == "__main__":
         "gradient_steps",
         "target_network_frequency",
         "hidden_size",
-    ):
-        if getattr(args, name) < 1:
-            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    try:
-        if args.textures_dir is not None and not args.textured:
-            raise clip_envs.SceneError("--textures-dir needs the textured scene: drop --no-textured")
-        textures = clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, args.textures_dir) if args.textured else None
-    except clip_envs.SceneError as error:
-        sys.exit(f"error: {error}")
-    # Every other argument, checked before any work: NaN, inf and out-of-range values stop here with one line.
+    )
     for name, (valid, rule) in {
+        **{name: (getattr(args, name) >= 1, ">= 1") for name in counts},
         "gamma": (0 <= args.gamma <= 1, "in [0, 1]"),
         "tau": (0 < args.tau <= 1, "in (0, 1]"),
         "policy_lr": (0 < args.policy_lr < math.inf, "> 0 and finite"),
@@ -310,6 +303,12 @@ if __name__ == "__main__":
     }.items():
         if not valid:
             sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(args, name)!r}")
+    try:
+        if args.textures_dir is not None and not args.textured:
+            raise clip_envs.SceneError("--textures-dir needs the textured scene: drop --no-textured")
+        textures = clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, args.textures_dir) if args.textured else None
+    except clip_envs.SceneError as error:
+        sys.exit(f"error: {error}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
 

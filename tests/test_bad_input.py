@@ -60,6 +60,16 @@ def test_an_invalid_mujoco_gl_is_refused_before_anything_renders(tmp_path, monke
     assert "MUJOCO_GL=disable cannot render" in exit_message(HUMANOID, ["--clip-model", TINY_CARTPOLE_CLIP], tmp_path, monkeypatch)
 
 
+def test_a_mujoco_gl_that_cannot_render_here_is_named_before_any_work(tmp_path, monkeypatch):
+    """glfw needs a display: on this headless machine MuJoCo cannot make its context, which a test frame drawn in a
+    process of its own finds out before the run starts (in an env worker it would end in a worker's traceback)."""
+    monkeypatch.setenv("MUJOCO_GL", "glfw")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    message = exit_message(HUMANOID, ["--clip-model", TINY_CARTPOLE_CLIP], tmp_path, monkeypatch)
+    assert "MuJoCo cannot render with MUJOCO_GL=glfw" in message
+
+
 def test_a_prompt_longer_than_the_text_context_names_its_token_count(tmp_path, monkeypatch):
     prompt = "a humanoid robot " * 10  # the tiny CLIP's text context is 16 tokens
     count = int((open_clip.tokenize([prompt], context_length=200) != 0).sum())  # start and end tokens included
