@@ -17,8 +17,10 @@ Frames are handed to CLIP at this size; `clip_reward.FramePreprocessor` resizes 
 to the model's input, as the authors did.
 """
 
+import atexit
 import hashlib
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import signal
@@ -566,6 +568,18 @@ def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, cam
 # --------------------------------------------------------------------------------------
 
 _PLAIN = (type(None), bool, int, float, np.number, np.ndarray)
+
+
+def _end_env_workers():
+    """Kill the vector env workers still alive when the training process exits: they ignore SIGTERM (FrameInInfo),
+    which is all multiprocessing's own exit handler sends them, so a run that failed would wait for them forever."""
+    for process in multiprocessing.active_children():
+        if process.name.startswith("Worker<AsyncVectorEnv>"):
+            process.kill()
+
+
+# Registered after multiprocessing's exit handler (imported above), so it runs before it.
+atexit.register(_end_env_workers)
 
 
 class FrameInInfo(gym.Wrapper):

@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
@@ -138,6 +139,27 @@ def latest_checkpoint(run_dir):
     return paths[-1] if paths else None
 
 
+def average_gradients(parameters):
+    """Under torchrun, replace each gradient by its mean over the processes (one all-reduce), as CleanRL's multi-GPU
+    PPO does: every rank then takes the same optimizer step, from the whole batch. Alone, nothing to do."""
+    if dist.is_initialized():
+        grads = [param.grad for param in parameters]
+        mean = torch.cat([grad.flatten() for grad in grads])
+        dist.all_reduce(mean)
+        mean /= dist.get_world_size()
+        for grad, value in zip(grads, mean.split([grad.numel() for grad in grads])):
+            grad.copy_(value.view_as(grad))
+
+
+class NoWriter:
+    """TensorBoard for torchrun ranks other than 0: only rank 0 writes."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    add_text = close = add_scalar
+
+
 def make_env(env_id, seed, idx, capture_video, run_name, episode_length, render):
     def thunk():
         env = clip_envs.make_cartpole(env_id, episode_length, render=render or capture_video)
@@ -201,6 +223,12 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    # torchrun (README, "Several GPUs") starts one such process per GPU: each steps and renders its share of the envs and
+    # scores its own frames with its own CLIP; gradients are averaged over the processes, so the networks stay the same on
+    # every rank and the learner stays one. Rank 0 alone writes. Started without torchrun: rank 0 of 1.
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if rank > 0:
+        sys.stdout = open(os.devnull, "w")  # progress from rank 0 only; errors still reach stderr
     checkpoint = None
     if args.resume is not None:  # the run's own arguments, and where it stopped
         given = [
@@ -219,6 +247,10 @@ if __name__ == "__main__":
         except Exception as error:  # a damaged file (checkpoints are written atomically, so not by this script)
             sys.exit(
                 f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away"
+            )
+        if len(checkpoint["ranks"]) != world_size:
+            sys.exit(
+                f"error: --resume {args.resume}: the run had {len(checkpoint['ranks'])} processes; resume it with as many"
             )
         args = Args(**{**checkpoint["args"], "resume": args.resume, "cuda": args.cuda})
         print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
@@ -257,6 +289,11 @@ if __name__ == "__main__":
     }.items():
         if not valid:
             sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(args, name)!r}")
+    for name in ("num_envs", "batch_size"):  # shared out over the torchrun processes
+        if getattr(args, name) % world_size:
+            sys.exit(
+                f"error: --{name.replace('_', '-')} must be a multiple of the {world_size} processes, got {getattr(args, name)}"
+            )
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
 
@@ -265,7 +302,9 @@ if __name__ == "__main__":
 
     def request_stop(signum, frame):
         global stop_signal
-        if stop_signal is not None or "global_step" not in globals():  # a second signal, or no step taken yet
+        # A second signal, or no step taken yet. (Under torchrun the launcher forwards a signal the terminal also sent, so a
+        # second one is no hurry; the launcher kills what is left after its --shutdown-timeout.)
+        if (stop_signal is not None and world_size == 1) or "global_step" not in globals():
             print(f"stopped by {signal.Signals(signum).name}, without a checkpoint", file=sys.stderr)
             os._exit(128 + signum)
         stop_signal = signum
@@ -274,13 +313,20 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, request_stop)
 
     # TRY NOT TO MODIFY: seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    random.seed(args.seed + rank)  # each torchrun process explores with random numbers of its own
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() and args.cuda else "cpu")
     if args.cuda and device.type == "cpu":
         print("no CUDA GPU found: running on the CPU")
+    if world_size > 1:
+        if device.type == "cuda":
+            if device.index >= torch.cuda.device_count():
+                sys.exit(f"error: {device} does not exist: start at most {torch.cuda.device_count()} processes per node")
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        cpu_group = dist.new_group(backend="gloo")  # the per-step stop decision and checkpoints, as Python objects
 
     # The reward model: CLIP plus the embedded prompts (see clip_reward.py for the math).
     reward_model = None
@@ -300,7 +346,7 @@ if __name__ == "__main__":
             sys.exit(f"error: {error}")
 
     # The run's folder, made once nothing can fail any more: a bad argument leaves nothing behind.
-    if checkpoint is None:
+    if checkpoint is None and rank == 0:
         for suffix in itertools.count():  # mkdir fails if the folder exists: two runs started together get their own
             run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}" + (f"_{suffix}" if suffix else "")
             try:
@@ -310,12 +356,17 @@ if __name__ == "__main__":
                 continue
             except OSError as error:
                 sys.exit(f"error: cannot create the run folder runs/{run_name}: {error.strerror}")
+    if checkpoint is None and world_size > 1:  # the other ranks learn the run's name from rank 0
+        shared = [run_name if rank == 0 else None]
+        dist.broadcast_object_list(shared, src=0, group=cpu_group)
+        run_name = shared[0]
     try:
-        os.makedirs(f"runs/{run_name}/checkpoints", exist_ok=True)
+        if rank == 0:
+            os.makedirs(f"runs/{run_name}/checkpoints", exist_ok=True)
     except OSError as error:
         sys.exit(f"error: cannot write to runs/{run_name}: {error.strerror}")
 
-    if args.track:
+    if args.track and rank == 0:
         import wandb
 
         wandb.init(
@@ -327,7 +378,10 @@ if __name__ == "__main__":
             save_code=True,
         )
     # A resumed run writes into the same TensorBoard run; steps logged after its checkpoint are dropped (purge_step).
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
+    if rank == 0:
+        writer = SummaryWriter(f"runs/{run_name}", purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
+    else:
+        writer = NoWriter()
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s"
@@ -335,8 +389,9 @@ if __name__ == "__main__":
     )
     uploaded_videos = set()
 
-    # env setup
-    envs = (gym.vector.AsyncVectorEnv if args.async_envs and args.num_envs > 1 else gym.vector.SyncVectorEnv)(
+    # env setup: under torchrun each rank runs its share of the run's envs (their seeds and video as in one process)
+    local_envs = range(rank * args.num_envs // world_size, (rank + 1) * args.num_envs // world_size)
+    envs = (gym.vector.AsyncVectorEnv if args.async_envs and len(local_envs) > 1 else gym.vector.SyncVectorEnv)(
         [
             make_env(
                 args.env_id,
@@ -347,7 +402,7 @@ if __name__ == "__main__":
                 args.episode_length,
                 render=reward_model is not None,
             )
-            for i in range(args.num_envs)
+            for i in local_envs
         ]
     )
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
@@ -355,15 +410,18 @@ if __name__ == "__main__":
     q_network = QNetwork(envs, args.hidden_sizes).to(device)
     optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate)
     target_network = QNetwork(envs, args.hidden_sizes).to(device)
+    if world_size > 1:  # every rank starts from rank 0's network, and averaged gradients keep them equal
+        for param in q_network.parameters():
+            dist.broadcast(param.data, src=0)
     target_network.load_state_dict(q_network.state_dict())
 
-    rb = ReplayBuffer(args.buffer_size, envs.single_observation_space.shape, device)
-    episode_clip_return = np.zeros(args.num_envs)
+    rb = ReplayBuffer(math.ceil(args.buffer_size / world_size), envs.single_observation_space.shape, device)
+    episode_clip_return = np.zeros(envs.num_envs)
 
     # TRY NOT TO MODIFY: start the game
-    obs, _ = envs.reset(seed=args.seed)
+    obs, _ = envs.reset(seed=args.seed + local_envs[0])
     # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
-    autoreset = np.zeros(args.num_envs, dtype=bool)
+    autoreset = np.zeros(envs.num_envs, dtype=bool)
     num_iterations = args.total_timesteps // args.num_envs
     start_iteration, updates_start, checkpoint_due = 1, args.learning_starts, False
     recent_returns = (
@@ -374,25 +432,27 @@ if __name__ == "__main__":
         for name, module in (("q_network", q_network), ("target_network", target_network)):
             module.load_state_dict(checkpoint[name])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        envs.set_attr("state_to_load", list(checkpoint["envs"]))
+        rank_state = checkpoint["ranks"][rank]  # this process's envs, episodes in progress and random generators
+        envs.set_attr("state_to_load", list(rank_state["envs"]))
         envs.call("load_checkpoint_state")
-        envs.single_action_space.np_random.bit_generator.state = checkpoint["action_space"]
-        obs, autoreset = checkpoint["obs"], checkpoint["autoreset"]
-        episode_clip_return, recent_returns = checkpoint["episode_clip_return"], checkpoint["recent_returns"]
+        envs.single_action_space.np_random.bit_generator.state = rank_state["action_space"]
+        obs, autoreset = rank_state["obs"], rank_state["autoreset"]
+        episode_clip_return = rank_state["episode_clip_return"]
+        recent_returns = rank_state["recent_returns"]
         buffer_path = f"runs/{run_name}/checkpoints/buffer_{checkpoint['global_step']:09d}.pt"
         if os.path.exists(buffer_path):
-            buffer = torch.load(buffer_path, mmap=True)
+            buffer = torch.load(buffer_path, mmap=True)["ranks"][rank]
             for name in ("obs", "next_obs", "actions", "rewards", "dones"):
                 getattr(rb, name)[: len(buffer[name])] = buffer[name].numpy()
             rb.pos, rb.full = buffer["pos"], buffer["full"]
         else:
             updates_start = checkpoint["global_step"] + args.learning_starts
             print(f"no replay buffer was saved (--checkpoint-buffer): refilling it until step {updates_start}")
-        random.setstate(checkpoint["rng"]["python"])
-        np.random.set_state(checkpoint["rng"]["numpy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
+        random.setstate(rank_state["rng"]["python"])
+        np.random.set_state(rank_state["rng"]["numpy"])
+        torch.set_rng_state(rank_state["rng"]["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+            torch.cuda.set_rng_state(rank_state["rng"]["cuda"])
         start_iteration = checkpoint["iteration"] + 1
     start_step, start_time = (start_iteration - 1) * args.num_envs, time.time()
 
@@ -437,7 +497,7 @@ if __name__ == "__main__":
                     recent_returns.append(episodic_return)
                 print(f"{message}, epsilon={epsilon:.2f}, SPS={sps}")
 
-            if args.track and args.capture_video:
+            if args.track and args.capture_video and rank == 0:
                 for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - uploaded_videos):
                     wandb.log({"videos": wandb.Video(video)})
                     uploaded_videos.add(video)
@@ -454,7 +514,7 @@ if __name__ == "__main__":
         if global_step > updates_start:
             if iteration % args.train_frequency == 0:
                 for _ in range(args.gradient_steps):
-                    data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size)
+                    data_obs, data_next_obs, data_actions, data_rewards, data_dones = rb.sample(args.batch_size // world_size)
                     with torch.no_grad():
                         target_max, _ = target_network(data_next_obs).max(dim=1)
                         td_target = data_rewards + args.gamma * target_max * (1 - data_dones)
@@ -464,6 +524,7 @@ if __name__ == "__main__":
                     # optimize the model
                     optimizer.zero_grad()
                     loss.backward()
+                    average_gradients(q_network.parameters())
                     optimizer.step()
 
                 if iteration % 100 == 0:
@@ -485,17 +546,15 @@ if __name__ == "__main__":
         checkpoint_due = checkpoint_due or (
             args.checkpoint_frequency > 0 and global_step % args.checkpoint_frequency < args.num_envs
         )
-        if iteration == num_iterations or ((checkpoint_due or stop_signal is not None) and not autoreset.any()):
+        stop, waiting = stop_signal or 0, bool(autoreset.any())
+        if world_size > 1:  # the same decision on every rank: stop if any rank got a signal, wait while any env autoresets
+            decision = torch.tensor([stop, waiting])
+            dist.all_reduce(decision, op=dist.ReduceOp.MAX, group=cpu_group)
+            stop, waiting = int(decision[0]), bool(decision[1])
+        if iteration == num_iterations or ((checkpoint_due or stop) and not waiting):
             checkpoint_due = False
             checkpoint_path = f"runs/{run_name}/checkpoints/step_{global_step:09d}.pt"
-            checkpoint = {
-                "args": vars(args),
-                "global_step": global_step,
-                "iteration": iteration,
-                "training_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
-                "q_network": q_network.state_dict(),
-                "target_network": target_network.state_dict(),
-                "optimizer": optimizer.state_dict(),
+            rank_state = {  # this process's envs, episodes in progress and random generators
                 "envs": envs.call("checkpoint_state"),  # each env's own state, from its worker
                 "action_space": envs.single_action_space.np_random.bit_generator.state,  # random actions before learning
                 "obs": obs,
@@ -506,37 +565,64 @@ if __name__ == "__main__":
                     "python": random.getstate(),
                     "numpy": np.random.get_state(),
                     "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 },
             }
-            try:
-                if args.checkpoint_buffer:  # the filled part only, as tensors sharing the arrays' memory
-                    filled = rb.size if rb.full else rb.pos
-                    buffer = {
-                        name: torch.from_numpy(getattr(rb, name)[:filled])
-                        for name in ("obs", "next_obs", "actions", "rewards", "dones")
-                    }
-                    save_atomic({**buffer, "pos": rb.pos, "full": rb.full}, checkpoint_path.replace("step_", "buffer_"))
-                save_atomic(checkpoint, checkpoint_path)
-                for old_buffer in glob.glob(f"runs/{run_name}/checkpoints/buffer_*.pt"):  # only the latest is needed
-                    if old_buffer != checkpoint_path.replace("step_", "buffer_"):
-                        os.remove(old_buffer)
-            except OSError as error:
-                print(f"error: could not write {checkpoint_path} ({error}); the previous checkpoint is kept", file=sys.stderr)
+            buffer = None
+            if args.checkpoint_buffer:  # the filled part only, as tensors sharing the arrays' memory
+                filled = rb.size if rb.full else rb.pos
+                buffer = {
+                    name: torch.from_numpy(getattr(rb, name)[:filled])
+                    for name in ("obs", "next_obs", "actions", "rewards", "dones")
+                }
+                buffer.update(pos=rb.pos, full=rb.full)
+            rank_states, buffers = [rank_state], [buffer]
+            if world_size > 1:  # to rank 0, which writes the run's one checkpoint
+                gathered = [None] * world_size if rank == 0 else None
+                dist.gather_object((rank_state, buffer), gathered, dst=0, group=cpu_group)
+                rank_states, buffers = zip(*gathered) if rank == 0 else ((), ())
+            if rank == 0:
+                returns = [episode_return for state in rank_states for episode_return in state["recent_returns"]]
+                checkpoint = {
+                    "args": vars(args),
+                    "global_step": global_step,
+                    "iteration": iteration,
+                    "training_return": float(np.mean(returns)) if returns else float("nan"),
+                    "q_network": q_network.state_dict(),
+                    "target_network": target_network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "ranks": list(rank_states),
+                }
+                try:
+                    if args.checkpoint_buffer:
+                        save_atomic({"ranks": list(buffers)}, checkpoint_path.replace("step_", "buffer_"))
+                    save_atomic(checkpoint, checkpoint_path)
+                    for old_buffer in glob.glob(f"runs/{run_name}/checkpoints/buffer_*.pt"):  # only the latest is needed
+                        if old_buffer != checkpoint_path.replace("step_", "buffer_"):
+                            os.remove(old_buffer)
+                except OSError as error:
+                    print(
+                        f"error: could not write {checkpoint_path} ({error}); the previous checkpoint is kept", file=sys.stderr
+                    )
             recent_returns = []
-            if stop_signal is not None:
+            if stop:
                 writer.close()
                 envs.close()
-                print(
-                    f"stopped by {signal.Signals(stop_signal).name} at step {global_step}: resume with --resume runs/{run_name}",
-                    file=sys.stderr,
-                )
-                sys.exit(128 + stop_signal)
+                if world_size > 1:
+                    dist.destroy_process_group()
+                if rank == 0:
+                    print(
+                        f"stopped by {signal.Signals(stop).name} at step {global_step}: resume with --resume runs/{run_name}",
+                        file=sys.stderr,
+                    )
+                sys.exit(128 + stop)
 
-    if args.save_model:
+    if args.save_model and rank == 0:
         model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
         save_atomic(q_network.state_dict(), model_path)
         print(f"model saved to {model_path}")
 
     envs.close()
     writer.close()
+    if world_size > 1:
+        dist.destroy_process_group()
