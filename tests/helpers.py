@@ -5,29 +5,55 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO_ROOT
 
 
-def run_script(script, args, cwd, timeout=600):
-    """Run a top-level script in `cwd` (where it writes runs/ and videos/); returns the CompletedProcess."""
+def script_command(script, args, processes=1):
+    """The command line of a top-level script on the CPU; with processes > 1, one run over that many processes, started
+    by PyTorch's torchrun (gloo on the CPU) on a free local port."""
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return [sys.executable, *launcher, os.path.join(REPO_ROOT, script), "--no-cuda", *map(str, args)]
+
+
+def script_env():
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     # One torch thread per process: the script runs beside pytest on few cores, and oversubscribed threads are 8-20x slower.
     env.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, os.path.join(REPO_ROOT, script), "--no-cuda", *map(str, args)]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
 
 
-def start_script(script, args, cwd):
+def run_script(script, args, cwd, timeout=600, processes=1):
+    """Run a top-level script in `cwd` (where it writes runs/ and videos/); returns the CompletedProcess."""
+    command = script_command(script, args, processes)
+    return subprocess.run(command, cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def start_script(script, args, cwd, processes=1):
     """Like run_script, without waiting, in a process group of its own (signals can go to the script and its env
     workers together, as Ctrl-C in a terminal sends them): returns the Popen (stdout and stderr piped, as text)."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, os.path.join(REPO_ROOT, script), "--no-cuda", *map(str, args)]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(script_command(script, args, processes), cwd=cwd, env=script_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_checkpoint(process, cwd, timeout=300):
+    """Block until the run has written its first periodic checkpoint."""
+    deadline = time.time() + timeout
+    while not glob.glob(os.path.join(cwd, "runs", "*", "checkpoints", "step_*.pt")):
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+
+
+def logged(cwd):
+    """{tag: [(step, value)]} of the one run under cwd, as TensorBoard shows it (steps purged on resume dropped)."""
+    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"] if tag != "charts/SPS"}
 
 
 def read_scalars(cwd):

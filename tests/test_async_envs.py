@@ -1,11 +1,16 @@
 """Envs stepped and rendered in worker processes (gymnasium's AsyncVectorEnv, the default with --num-envs > 1) give
 the frames, observations and rewards of in-process envs, and the training scripts the same runs."""
 
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import clip_envs
+from conftest import REPO_ROOT
 from helpers import read_scalars, run_script
 
 MAKERS = {
@@ -23,7 +28,9 @@ def thunk(env):
 def test_async_envs_give_the_frames_and_rewards_of_in_process_envs(env):
     """Same seeds and actions, across an episode's end and its autoreset: identical observations, rewards and frames."""
     sync_envs = gym.vector.SyncVectorEnv([thunk(env) for _ in range(3)])
-    async_envs = gym.vector.AsyncVectorEnv([thunk(env) for _ in range(3)])
+    # A forked worker hangs on MuJoCo's EGL context if this pytest process rendered the humanoid before (the scripts
+    # never render in the parent): humanoid workers start afresh.
+    async_envs = gym.vector.AsyncVectorEnv([thunk(env) for _ in range(3)], context="spawn" if env == "humanoid" else None)
     sync_envs.action_space.seed(0)
     outputs = [vector_env.reset(seed=5) for vector_env in (sync_envs, async_envs)]
     np.testing.assert_array_equal(outputs[0][1]["frame"], outputs[1][1]["frame"])
@@ -52,3 +59,15 @@ def test_a_script_with_async_envs_logs_what_it_logs_with_in_process_envs(tiny_cl
         logged.append({tag: values for tag, values in scalars.items() if tag != "charts/SPS"})
     assert "charts/episodic_clip_return" in logged[0] and "losses/qf1_loss" in logged[0]
     assert logged[0] == logged[1]
+
+
+def test_a_failing_training_process_ends_instead_of_waiting_for_its_env_workers():
+    """Env workers ignore SIGTERM (the training process checkpoints first), and SIGTERM is all that multiprocessing's
+    exit handler sends them; clip_envs kills them at exit, so a script that fails ends (it used to hang for ever)."""
+    code = ("import gymnasium as gym, clip_envs\n"
+            "envs = gym.vector.AsyncVectorEnv([lambda: clip_envs.FrameInInfo(gym.make('CartPole-v1'), False)] * 2)\n"
+            "envs.reset(seed=0)\n"
+            "raise RuntimeError('the training process fails')\n")
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and "RuntimeError: the training process fails" in result.stderr, result.stderr

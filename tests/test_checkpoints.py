@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from helpers import assert_one_line_error, exit_message, run_script, start_script
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import assert_one_line_error, exit_message, logged, run_script, start_script, wait_for_checkpoint
 
 TINY_CARTPOLE_CLIP = f"local-dir:{REPO_ROOT}/assets/tiny-cartpole-clip-for-tests"
 TINY_MOUNTAINCAR_CLIP = f"local-dir:{REPO_ROOT}/assets/tiny-mountaincar-clip-for-tests"
@@ -34,23 +33,6 @@ RUNS = {
 def script_args(script, tiny_clip_spec):
     args = RUNS[script]
     return args if "--clip-model" in args else ["--clip-model", tiny_clip_spec, *args]
-
-
-def wait_for_checkpoint(process, cwd, timeout=300):
-    """Block until the run has written its first periodic checkpoint."""
-    deadline = time.time() + timeout
-    while not glob.glob(os.path.join(cwd, "runs", "*", "checkpoints", "step_*.pt")):
-        assert process.poll() is None, process.communicate()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-
-
-def logged(cwd):
-    """{tag: [(step, value)]} of the one run under cwd, as TensorBoard shows it (steps purged on resume dropped)."""
-    (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"] if tag != "charts/SPS"}
 
 
 def checkpoint_steps(cwd):

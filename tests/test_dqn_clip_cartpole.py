@@ -118,17 +118,18 @@ def test_dqn_learns_cartpole_from_ground_truth_reward(tmp_path):
 TINY_CARTPOLE_CLIP = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-cartpole-clip-for-tests")
 
 
-def learn_from_the_tiny_clip(prompts, tmp_path):
+def learn_from_the_tiny_clip(prompts, tmp_path, processes=1):
     """14,000 steps of DQN per prompt, whose only reward is the CLIP the project trained on CartPole frames (the
     ground truth is only logged), then evaluate.py on the final policy. The runs go side by side, one per core.
-    Returns {prompt: (mean ground-truth return of the last 8 episodes, CLIP returns, evaluated success rate)}."""
+    Returns {prompt: (mean ground-truth return of the last 8 episodes, CLIP returns, evaluated success rate)}; with
+    `processes` > 1, each run goes over that many torchrun processes (and logs the episodes of rank 0's envs)."""
     args = ["--clip-model", f"local-dir:{TINY_CARTPOLE_CLIP}", "--total-timesteps", 14000, "--num-envs", 4,
             "--learning-starts", 1000, "--train-frequency", 1, "--exploration-fraction", 0.3,
             "--target-network-frequency", 200, "--learning-rate", 1e-3, "--seed", 1, "--no-async-envs"]  # less CPU, same run
     folders = {prompt: tmp_path / f"prompt{i}" for i, prompt in enumerate(prompts)}
     for folder in folders.values():
         folder.mkdir()
-    runs = {prompt: start_script(SCRIPT, [*args, "--prompt", prompt], folders[prompt]) for prompt in prompts}
+    runs = {prompt: start_script(SCRIPT, [*args, "--prompt", prompt], folders[prompt], processes) for prompt in prompts}
     for process in runs.values():
         _, stderr = process.communicate(timeout=900)
         assert process.returncode == 0, stderr
