@@ -1,6 +1,7 @@
 # VLM-RM on CartPole: CleanRL's DQN (https://docs.cleanrl.dev/rl-algorithms/dqn/#dqnpy)
 # taught by a CLIP reward computed from the rendered frame after every step.
 # Run: python dqn_clip_cartpole.py --prompt "pole vertically upright on top of the cart"
+# Over 4 GPUs: torchrun --standalone --nproc-per-node 4 dqn_clip_cartpole.py ... (README, "Several GPUs: torchrun")
 import glob
 import importlib.util
 import itertools
@@ -90,7 +91,7 @@ class Args:
     learning_rate: float = 5e-4
     """the learning rate of the optimizer"""
     num_envs: int = 1
-    """the number of parallel game environments; CLIP scores all their frames in one call"""
+    """the number of parallel game environments; CLIP scores all their frames in one call (under torchrun: shared out)"""
     async_envs: bool = True
     """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = 10000

@@ -1,6 +1,7 @@
 # VLM-RM on the MuJoCo Humanoid: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
 # taught a pose from one sentence by a CLIP reward on the rendered frame after every step.
 # Run: python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
+# Over 4 GPUs: torchrun --standalone --nproc-per-node 4 sac_clip_humanoid.py ... (README, "Several GPUs: torchrun")
 import glob
 import importlib.util
 import itertools
@@ -96,7 +97,7 @@ class Args:
     total_timesteps: int = 10000000
     """total timesteps of the experiments (summed over envs)"""
     num_envs: int = 32
-    """the number of parallel game environments; CLIP scores all their frames in one call"""
+    """the number of parallel game environments; CLIP scores all their frames in one call (under torchrun: shared out)"""
     async_envs: bool = True
     """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = int(1e6)

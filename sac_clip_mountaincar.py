@@ -1,6 +1,7 @@
 # VLM-RM on MountainCarContinuous: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
 # taught by a CLIP reward computed from the rendered frame after every step.
 # Run: python sac_clip_mountaincar.py --prompt "a car at the peak of the mountain, next to the yellow flag" --alpha 0.5
+# Over 4 GPUs: torchrun --standalone --nproc-per-node 4 sac_clip_mountaincar.py ... (README, "Several GPUs: torchrun")
 import glob
 import importlib.util
 import itertools
@@ -90,7 +91,7 @@ class Args:
     total_timesteps: int = 3000000
     """total timesteps of the experiments (summed over envs)"""
     num_envs: int = 4
-    """the number of parallel game environments (the authors': one per GPU, 4 GPUs); CLIP scores all their frames in one call"""
+    """the number of parallel game environments (the authors': one per GPU, 4 GPUs); CLIP scores all their frames in one call (under torchrun: shared out)"""
     async_envs: bool = True
     """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = int(1e6)
