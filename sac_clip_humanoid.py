@@ -388,6 +388,7 @@ if __name__ == "__main__":
             if device.index >= torch.cuda.device_count():
                 sys.exit(f"error: {device} does not exist: start at most {torch.cuda.device_count()} processes per node")
             torch.cuda.set_device(device)
+            os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(device.index))  # its env workers render on its GPU too
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         cpu_group = dist.new_group(backend="gloo")  # the per-step stop decision and checkpoints, as Python objects
 
