@@ -146,3 +146,19 @@ def test_two_processes_learn_cartpole_from_the_tiny_clip_as_one_process_does(tmp
     assert learned > 100 and learned > 4 * random_returns.mean(), (learned, random_returns.mean())
     assert np.mean(clip_returns[-8:]) > np.mean(clip_returns[:8]) + 20
     assert success_rate >= 0.8
+
+
+def test_a_two_process_humanoid_run(tiny_clip_spec, tmp_path):
+    """The humanoid over two processes (each with its own MuJoCo renderers in its env workers): it completes, logs the
+    task's success and pose scalars once, and its checkpoint holds both processes' envs and episodes in progress."""
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 160, "--num-envs", 4, "--episode-length", 30,
+            "--render-size", 48, "--learning-starts", 60, "--batch-size", 16, "--train-frequency", 4, "--gradient-steps", 20,
+            "--hidden-size", 32, "--buffer-size", 1000]
+    result = run_script("sac_clip_humanoid.py", args, tmp_path, processes=2)
+    assert result.returncode == 0, result.stderr
+    scalars, _, run_dir = read_scalars(tmp_path)
+    assert len(scalars["charts/success"]) == len(scalars["pose/kneeling"]) == 2  # an episode of each of rank 0's 2 envs
+    assert "losses/qf1_loss" in scalars
+    checkpoint = torch.load(f"{run_dir}/checkpoints/step_000000160.pt", weights_only=False)
+    assert [len(state["envs"]) for state in checkpoint["ranks"]] == [2, 2]
+    assert [len(state["episode_pose_sums"]["kneeling"]) for state in checkpoint["ranks"]] == [2, 2]
