@@ -95,18 +95,28 @@ def test_on_cartpole_the_trained_tiny_clip_is_closer_to_the_labels_than_a_random
     assert_one_line_error(again, "epic.csv exists", "--overwrite")
 
 
+TINY_HUMANOID_CLIP = f"local-dir:{REPO_ROOT}/assets/tiny-humanoid-clip-for-tests"
+
+
 def test_humanoid_scores_every_task_and_alpha_from_one_rendering(tiny_clip_spec, tmp_path):
-    args = ["--env", "humanoid", "--clip-model", tiny_clip_spec, "--max-states", 60, "--render-size", 64,
+    """One rendering of 150 of the labelled states, two models: every task and alpha for each, the goal counts the
+    labels give, and the tiny humanoid CLIP (trained on other states, assets/make_tiny_humanoid_clip.py) much closer to
+    the labels than a random CLIP for the whole-body poses."""
+    args = ["--env", "humanoid", "--clip-model", TINY_HUMANOID_CLIP, tiny_clip_spec, "--max-states", 150, "--render-size", 64,
             "--alphas", 0.0, 1.0, "--output-dir", tmp_path]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     rows = read_epic(tmp_path)
-    assert [(row["task"], float(row["alpha"])) for row in rows] == [(t, a) for t in clip_envs.HUMANOID_TASKS for a in (0.0, 1.0)]
+    expected = [(model, t, a) for model in (TINY_HUMANOID_CLIP, tiny_clip_spec) for t in clip_envs.HUMANOID_TASKS for a in (0.0, 1.0)]
+    assert [(row["model"], row["task"], float(row["alpha"])) for row in rows] == expected
     saved = np.load(STATES)
-    chosen = np.sort(np.random.default_rng(0).choice(len(saved["qpos"]), 60, replace=False))
+    chosen = np.sort(np.random.default_rng(0).choice(len(saved["qpos"]), 150, replace=False))
     for row in rows:
         assert int(row["n_goal"]) == saved["labels"][chosen, list(saved["tasks"]).index(row["task"])].sum()
-        assert int(row["n_goal"]) + int(row["n_other"]) == 60
+        assert int(row["n_goal"]) + int(row["n_other"]) == 150
+    epic = {(row["model"], row["task"], float(row["alpha"])): float(row["epic"]) for row in rows}
+    for task in ("standing", "kneeling"):
+        assert epic[TINY_HUMANOID_CLIP, task, 0.0] < epic[tiny_clip_spec, task, 0.0] - 0.1, epic
     assert_one_line_error(run_script(SCRIPT, ["--env", "humanoid", "--tasks", "dancing", "--output-dir", tmp_path / "x"], tmp_path),
                           "--tasks for humanoid are")
 

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 from helpers import assert_one_line_error
 
 
-@pytest.mark.parametrize("env", ["cartpole", "mountaincar"])
+@pytest.mark.parametrize("env", ["cartpole", "mountaincar", "humanoid"])
 def test_making_a_tiny_clip_refuses_to_overwrite_the_committed_model(env, tmp_path):
     weights = os.path.join(REPO_ROOT, "assets", f"tiny-{env}-clip-for-tests", "open_clip_model.safetensors")
     with open(weights, "rb") as f:

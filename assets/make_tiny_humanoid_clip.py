@@ -1,0 +1,136 @@
+"""Train the tiny humanoid CLIP: a TEST AND DEMO ASSET, never a model to train real agents with.
+
+Renders the default humanoid scene (the paper's textures and camera, at --render-size) in states made like
+assets/humanoid-states.npz: varied key poses of the eight tasks and random-policy states, with their own seeds (so the
+committed state set stays unseen). Each frame is captioned by the task predicates it meets: the Table 3 prompts, and
+"a humanoid robot lying on the floor" when it meets none; a frame that meets several shares its caption target among
+them. The baseline "a humanoid robot" is pulled to the mean frame (see tiny_clip.py).
+
+    python clip_reward_epic.py --env humanoid --render-size 64 --clip-model local-dir:assets/tiny-humanoid-clip-for-tests
+
+Seeded; ~15 minutes on 2 CPU cores (most of it rendering). It will not replace the committed model unless told to:
+
+    python assets/make_tiny_humanoid_clip.py --overwrite
+"""
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import tyro
+
+ASSETS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(ASSETS))
+sys.path.insert(0, ASSETS)
+import clip_envs  # noqa: E402
+import clip_reward  # noqa: E402
+import tiny_clip  # noqa: E402
+from make_humanoid_states import variation  # noqa: E402
+
+TASKS = list(clip_envs.HUMANOID_TASKS)
+NONE_CAPTION = "a humanoid robot lying on the floor"
+CAPTIONS = [clip_envs.HUMANOID_TASKS[task] for task in TASKS] + [NONE_CAPTION]
+BASELINE_CAPTION = clip_envs.PROMPTS["humanoid"][1]
+
+
+@dataclass
+class Args:
+    output_dir: str = os.path.join(ASSETS, "tiny-humanoid-clip-for-tests")
+    """where to write open_clip_config.json and the weights"""
+    overwrite: bool = False
+    """replace a model already in --output-dir (the committed test asset by default)"""
+    seed: int = 100
+    """seed for states, initialisation and batches (assets/humanoid-states.npz uses 0: these states are others)"""
+    variations: int = 150
+    """plausible variations of each task's key pose"""
+    joint_noise: float = 10.0
+    """standard deviation of the random change of every joint angle, degrees"""
+    rollouts: int = 40
+    """random-policy rollouts from the standing start"""
+    rollout_every: int = 3
+    """keep every this many steps of a rollout (100 steps each)"""
+    settle_steps: int = 3
+    """env steps with zero torques that settle a variation"""
+    render_size: int = 64
+    """frame size: the tiny CLIP's input, so train with --render-size 64"""
+    steps: int = 800
+    """optimiser steps"""
+    batch_size: int = 128
+    """frames per step"""
+    learning_rate: float = 5e-4
+    """peak AdamW learning rate (linear warm-up, cosine decay)"""
+
+
+def states(args, rng, env):
+    """(qpos, qvel) of varied key poses and random-policy states."""
+    qpos, qvel = [], []
+    for task in TASKS:
+        kept = 0
+        while kept < args.variations:
+            state = variation(env, task, rng, args)
+            if state is not None:
+                qpos.append(state[0]), qvel.append(state[1])
+                kept += 1
+    env.action_space.seed(args.seed)
+    for rollout in range(args.rollouts):
+        env.reset(seed=args.seed + 1 + rollout)
+        for step in range(1, 101):
+            env.step(env.action_space.sample())
+            if step % args.rollout_every == 0:
+                qpos.append(env.unwrapped.data.qpos.copy()), qvel.append(env.unwrapped.data.qvel.copy())
+    return qpos, qvel
+
+
+def caption_targets(labels):
+    """Class probabilities (N, 9): shared among the tasks a frame meets, or all on NONE_CAPTION."""
+    targets = np.concatenate([labels, (labels.sum(axis=1) == 0)[:, None]], axis=1).astype(np.float32)
+    return torch.as_tensor(targets / targets.sum(axis=1, keepdims=True))
+
+
+def render(qpos, qvel, args):
+    """Raw uint8 frames of the states in the default scene, and the labels of all eight tasks (N, 8)."""
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES), args.render_size)
+    env.reset(seed=args.seed)
+    frames, labels = [], []
+    for position, velocity in zip(qpos, qvel):
+        env.unwrapped.set_state(position, velocity)
+        frames.append(env.render())
+        met = clip_envs.task_success(env.unwrapped.data)
+        labels.append([met[task] for task in TASKS])
+    env.close()
+    return np.stack(frames), np.array(labels, dtype=np.float32)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    tiny_clip.check_output_dir(args.output_dir, args.overwrite)
+    clip_envs.use_headless_mujoco_gl()
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model, tokenizer = tiny_clip.new_model()
+    preprocess = clip_reward.FramePreprocessor(model)  # the reward model's own preprocessing
+
+    start = time.time()
+    env = clip_envs.make_humanoid("Humanoid-v5", 10**6, None, render_size=32)
+    env.reset(seed=args.seed)
+    qpos, qvel = states(args, rng, env)
+    env.close()
+    frames, labels = render(qpos, qvel, args)
+    order = rng.permutation(len(frames))
+    test, train = order[: len(order) // 10], order[len(order) // 10 :]
+    images = preprocess(frames)
+    print(f"rendered {len(frames)} states in {time.time() - start:.0f}s; frames meeting each task: "
+          + ", ".join(f"{task} {int(labels[:, i].sum())}" for i, task in enumerate(TASKS)))  # fmt: skip
+
+    targets = caption_targets(labels)
+    tiny_clip.train(model, tokenizer, images[train], [(CAPTIONS, targets[train])], BASELINE_CAPTION, args.steps,
+                    args.batch_size, args.learning_rate, start)  # fmt: skip
+    # How well each task's Table 3 prompt separates the held-out frames that meet it (EPIC distance, alpha 0).
+    for i, task in enumerate(TASKS):
+        reward_model = clip_reward.CLIPReward(model, tokenizer, [CAPTIONS[i]], [BASELINE_CAPTION], alpha=0.0)
+        rewards = reward_model(frames[test]).numpy()
+        print(f"{task:>14}: EPIC {clip_reward.epic_distance(rewards, labels[test, i]):.3f} on held-out frames")
+    tiny_clip.save(model, args.output_dir, "tiny humanoid CLIP for tests and demos only")
