@@ -91,7 +91,8 @@ class Args:
     learning_rate: float = 5e-4
     """the learning rate of the optimizer"""
     num_envs: int = 1
-    """the number of parallel game environments; CLIP scores all their frames in one call (under torchrun: shared out)"""
+    """the number of parallel game environments, shared out under torchrun; CLIP scores all of a process's frames in
+    one call"""
     async_envs: bool = True
     """with --num-envs > 1, step and render the envs in worker processes (gymnasium's AsyncVectorEnv), all at once"""
     buffer_size: int = 10000
@@ -249,6 +250,8 @@ if __name__ == "__main__":
             sys.exit(
                 f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away"
             )
+        if "ranks" not in checkpoint:
+            sys.exit(f"error: --resume {args.resume}: {checkpoint_path} was written by an older version of this script")
         if len(checkpoint["ranks"]) != world_size:
             sys.exit(
                 f"error: --resume {args.resume}: the run had {len(checkpoint['ranks'])} processes; resume it with as many"
@@ -292,9 +295,8 @@ if __name__ == "__main__":
             sys.exit(f"error: --{name.replace('_', '-')} must be {rule}, got {getattr(args, name)!r}")
     for name in ("num_envs", "batch_size"):  # shared out over the torchrun processes
         if getattr(args, name) % world_size:
-            sys.exit(
-                f"error: --{name.replace('_', '-')} must be a multiple of the {world_size} processes, got {getattr(args, name)}"
-            )
+            flag, value = name.replace("_", "-"), getattr(args, name)
+            sys.exit(f"error: --{flag} must be a multiple of the {world_size} processes, got {value}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
 

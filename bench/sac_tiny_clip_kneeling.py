@@ -72,15 +72,16 @@ if __name__ == "__main__":
         command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--clip-model", args.clip_model,
                    "--task", "kneeling", "--alpha", str(args.alpha), "--total-timesteps", str(args.total_timesteps),
                    "--num-envs", str(args.num_envs), "--render-size", str(args.render_size), "--seed", str(args.seed),
-                   "--checkpoint-frequency", "0", *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
+                   "--checkpoint-frequency", "0",
+                   *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
         start = time.time()
         subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
         minutes = (time.time() - start) / 60
         (run_dir,) = glob.glob(os.path.join(workdir, "runs", "*"))
         events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
         events.Reload()
-        curve = {tag: [e.value for e in events.Scalars(tag)] for tag in ("charts/success", "pose/kneeling", "pose/torso_height",
-                                                                          "charts/episodic_clip_return")}  # fmt: skip
+        tags = ("charts/success", "pose/kneeling", "pose/torso_height", "charts/episodic_clip_return")
+        curve = {tag: [e.value for e in events.Scalars(tag)] for tag in tags}
         steps = [e.step for e in events.Scalars("charts/success")]
     random_rate = random_policy_success_rate()
     print(f"sac_clip_humanoid.py --task kneeling, reward {args.clip_model}, alpha {args.alpha}, {args.render_size} px")

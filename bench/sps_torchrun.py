@@ -81,7 +81,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     threads = f"{args.threads} torch threads" if args.threads else "the cores shared out"
     print(
-        f"{args.clip_model} (random weights), --num-envs {args.num_envs}, processes {args.processes}, {os.cpu_count()} CPU cores, {threads}"
+        f"{args.clip_model} (random weights), --num-envs {args.num_envs}, processes {args.processes}, "
+        f"{os.cpu_count()} CPU cores, {threads}"
     )
     speedups = []
     for script in args.scripts:

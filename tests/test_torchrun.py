@@ -162,3 +162,11 @@ def test_a_two_process_humanoid_run(tiny_clip_spec, tmp_path):
     checkpoint = torch.load(f"{run_dir}/checkpoints/step_000000160.pt", weights_only=False)
     assert [len(state["envs"]) for state in checkpoint["ranks"]] == [2, 2]
     assert [len(state["episode_pose_sums"]["kneeling"]) for state in checkpoint["ranks"]] == [2, 2]
+
+
+def test_a_checkpoint_without_per_process_state_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Checkpoints written before per-process state (checkpoint["ranks"]) cannot resume: one line, not a KeyError."""
+    (tmp_path / "runs" / "old" / "checkpoints").mkdir(parents=True)
+    torch.save({"args": {}, "global_step": 100}, tmp_path / "runs" / "old" / "checkpoints" / "step_000000100.pt")
+    message = exit_message("dqn_clip_cartpole.py", ["--resume", "runs/old"], tmp_path, monkeypatch, new_run=False)
+    assert "step_000000100.pt was written by an older version of this script" in message
