@@ -257,9 +257,11 @@ def check_camera(camera):
         raise SceneError(f"--camera takes DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, finite, distance > 0; got {tuple(camera)}")
 
 
-def humanoid_xml(textures, render_size):
+def humanoid_xml(textures, render_size, quality=None):
     """Path to gymnasium's humanoid.xml with the paper's scene (textures from `scene_textures`;
-    None keeps gymnasium's look). The physics is untouched; only assets, light and the offscreen size change."""
+    None keeps gymnasium's look). The physics is untouched; only assets, light and the offscreen size change.
+    quality = (shadow map size, multisamples) replaces MuJoCo's defaults (4096, 4), which the paper's scene keeps:
+    a cheaper render for benchmarks (bench/sps.py --humanoid-render)."""
     import gymnasium.envs.mujoco
 
     stock = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "humanoid.xml")
@@ -284,6 +286,8 @@ def humanoid_xml(textures, render_size):
         )
     visual = root.find("visual")
     visual.append(ET.fromstring(f'<global offwidth="{max(render_size, 640)}" offheight="{max(render_size, 480)}"/>'))
+    if quality is not None:
+        visual.append(ET.fromstring(f'<quality shadowsize="{quality[0]}" offsamples="{quality[1]}"/>'))
     text = ET.tostring(root, encoding="unicode")
     # Named by content and written atomically: parallel env workers may build the same file at once.
     path = os.path.join(tempfile.gettempdir(), f"vlmrm_humanoid_{hashlib.sha1(text.encode()).hexdigest()[:16]}.xml")
@@ -552,13 +556,13 @@ class PoseIndicators(gym.Wrapper):
         return obs, reward, terminated, truncated, {**info, **pose_indicators(self.env.unwrapped.data)}
 
 
-def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, camera=PAPER_CAMERA, follow=False):
+def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, camera=PAPER_CAMERA, follow=False, quality=None):
     """Humanoid for CLIP: no termination when it falls, the paper's scene (textures from
-    `scene_textures(HUMANOID_TEXTURES)`, None for gymnasium's look), rendered at render_size."""
+    `scene_textures(HUMANOID_TEXTURES)`, None for gymnasium's look), rendered at render_size
+    (quality: see `humanoid_xml`)."""
     use_headless_mujoco_gl()
-    env = gym.make(
-        env_id, max_episode_steps=episode_length, terminate_when_unhealthy=False, xml_file=humanoid_xml(textures, render_size)
-    )
+    xml_file = humanoid_xml(textures, render_size, quality)
+    env = gym.make(env_id, max_episode_steps=episode_length, terminate_when_unhealthy=False, xml_file=xml_file)
     env = PoseIndicators(env)
     return HumanoidCamera(env, render_size, camera, follow)
 

@@ -11,8 +11,10 @@ same model, device, precision, threads and batch (--num-envs frames): 1.0 means 
 
     python bench/sps.py                              # ViT-B-32 on a CPU, --num-envs 8
     python bench/sps.py --clip-model ViT-bigG-14     # on a GPU: also frames/s and memory
+    python bench/sps.py --scripts sac_clip_humanoid.py --humanoid-render 224 512 0   # what a cheaper render would buy
 """
 
+import functools
 import json
 import os
 import runpy
@@ -56,6 +58,13 @@ class Args:
     """the training scripts to measure"""
     cuda: bool = True
     """run CLIP (and the learner) on the GPU if there is one"""
+    humanoid_render: tuple[int, int, int] = (clip_envs.RENDER_SIZE, 4096, 4)
+    """the humanoid's render: size (px), shadow map size, multisamples; the paper's by default (MuJoCo's 4096 and 4)"""
+
+
+def humanoid_quality(humanoid_render):
+    """clip_envs.make_humanoid's quality for --humanoid-render: None (the paper's scene, untouched) for MuJoCo's defaults."""
+    return None if tuple(humanoid_render[1:]) == (4096, 4) else tuple(humanoid_render[1:])
 
 
 def random_clip_folder(architecture):
@@ -113,7 +122,11 @@ def measure(script, args, clip_folder):
     ]
     if not args.cuda:
         argv.append("--no-cuda")
-    saved_argv, cwd = sys.argv, os.getcwd()
+    if "humanoid" in script:
+        argv += ["--render-size", str(args.humanoid_render[0])]
+    saved_argv, cwd, real_make_humanoid = sys.argv, os.getcwd(), clip_envs.make_humanoid
+    # the script's humanoid envs are made with this quality (its env workers fork from this process)
+    clip_envs.make_humanoid = functools.partial(real_make_humanoid, quality=humanoid_quality(args.humanoid_render))
     for kind in real_steps:
         kind.step = timed_step(kind)
     clip_reward.CLIPReward.forward = forward
@@ -128,6 +141,7 @@ def measure(script, args, clip_folder):
         for kind, step in real_steps.items():
             kind.step = step
         clip_reward.CLIPReward.forward = real_forward
+        clip_envs.make_humanoid = real_make_humanoid
     return clock, script_globals
 
 
@@ -145,7 +159,7 @@ def bare_clip_fps(reward_model, batch, repeats=5):
     return batch / float(np.median(times[1:]))
 
 
-def one_frame_costs(script, render_size=clip_envs.RENDER_SIZE):
+def one_frame_costs(script, humanoid_render):
     """Seconds of one env step and one render in this process (for reference: workers do this in parallel)."""
     if script.startswith("dqn"):
         env = clip_envs.make_cartpole("CartPole-v1", 200, render=True)
@@ -154,7 +168,10 @@ def one_frame_costs(script, render_size=clip_envs.RENDER_SIZE):
             "MountainCarContinuous-v0", 200, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES)
         )
     else:
-        env = clip_envs.make_humanoid("Humanoid-v5", 100, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES), render_size)
+        textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES)
+        env = clip_envs.make_humanoid(
+            "Humanoid-v5", 100, textures, humanoid_render[0], quality=humanoid_quality(humanoid_render)
+        )
     env.reset(seed=0)
     env.render()
     start = time.perf_counter()
@@ -174,7 +191,10 @@ if __name__ == "__main__":
     clip_folder = random_clip_folder(args.clip_model)
     device = "cuda" if args.cuda and torch.cuda.is_available() else "cpu"
     print(
-        f"{args.clip_model} (random weights) on {device}, torch threads {torch.get_num_threads()}, --num-envs {args.num_envs}"
+        f"{args.clip_model} (random weights) on {device}, torch threads {torch.get_num_threads()}, "
+        f"--num-envs {args.num_envs}, humanoid render {{}} px, shadow map {{}}, multisamples {{}}".format(
+            *args.humanoid_render
+        )
     )
     efficiencies = []
     for script in args.scripts:
@@ -185,13 +205,13 @@ if __name__ == "__main__":
         per_step = (stamps[-1] - stamps[0]) / args.steps
         env_time, clip_time = np.mean(clock["env"][timed]), np.mean(clock["clip"][timed])
         bare = bare_clip_fps(script_globals["reward_model"], args.num_envs)
-        step_cost, render_cost = one_frame_costs(script)
+        step_cost, render_cost = one_frame_costs(script, args.humanoid_render)
         efficiencies.append(sps / bare)
         memory = f", CLIP memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else ""
         print(
-            f"{script:>24}: {sps:7.1f} env steps/s, bare CLIP {bare:7.1f} frames/s, efficiency {sps / bare:.2f} | per vector step "
-            f"{per_step * 1000:6.0f} ms: envs (step + render in workers) {env_time * 1000:5.0f}, reward {clip_time * 1000:5.0f}, "
-            f"update and rest {(per_step - env_time - clip_time) * 1000:5.0f} | one env, one frame: step {step_cost * 1000:.1f} ms, "
-            f"render {render_cost * 1000:.1f} ms{memory}"
+            f"{script:>24}: {sps:7.1f} env steps/s, bare CLIP {bare:7.1f} frames/s, efficiency {sps / bare:.2f} "
+            f"| per vector step {per_step * 1000:6.0f} ms: envs (step + render in workers) {env_time * 1000:5.0f}, "
+            f"reward {clip_time * 1000:5.0f}, update and rest {(per_step - env_time - clip_time) * 1000:5.0f} "
+            f"| one env, one frame: step {step_cost * 1000:.1f} ms, render {render_cost * 1000:.1f} ms{memory}"
         )
     print(f"min efficiency {min(efficiencies):.2f}")

@@ -86,7 +86,9 @@ def test_paper_camera_stays_fixed_and_follow_moves_with_the_torso(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "pose", [STANDING, KNEELING, LYING_HEAD_TO_CAMERA, LYING_HEAD_AWAY], ids=["standing", "kneeling", "lying-to-camera", "lying-away"]
+    "pose",
+    [STANDING, KNEELING, LYING_HEAD_TO_CAMERA, LYING_HEAD_AWAY],
+    ids=["standing", "kneeling", "lying-to-camera", "lying-away"],
 )
 def test_whole_body_is_in_frame(humanoid, pose):
     set_pose(humanoid, **pose)
@@ -118,10 +120,29 @@ def test_default_scene_is_the_papers_look(humanoid):
     import mujoco
 
     model = humanoid.unwrapped.model
-    assert model.light_type[0] == mujoco.mjtLightType.mjLIGHT_DIRECTIONAL and model.light_diffuse[0] == pytest.approx([1, 1, 1])
+    assert model.light_type[0] == mujoco.mjtLightType.mjLIGHT_DIRECTIONAL and model.light_diffuse[0] == pytest.approx(
+        [1, 1, 1]
+    )
     assert model.light_specular[0] == pytest.approx([0.5, 0.5, 0.5])
     floor_material = model.geom_matid[model.geom("floor").id]
     assert model.mat_texrepeat[floor_material] == pytest.approx([60, 60]) and model.mat_reflectance[floor_material] == 0
+    # MuJoCo's default render quality, as the authors' scene leaves it, at the paper's 480 px
+    assert (model.vis.quality.shadowsize, model.vis.quality.offsamples, frame.shape) == (4096, 4, (480, 480, 3))
+
+
+def test_a_cheaper_render_quality_is_only_what_is_asked():
+    """bench/sps.py --humanoid-render: the shadow map and multisampling change, nothing else in the model."""
+    textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES)
+    paper = clip_envs.make_humanoid("Humanoid-v5", 100, textures).unwrapped.model
+    cheaper = clip_envs.make_humanoid("Humanoid-v5", 100, textures, 224, quality=(512, 0)).unwrapped.model
+    assert (cheaper.vis.quality.shadowsize, cheaper.vis.quality.offsamples) == (512, 0)
+    assert (cheaper.nq, cheaper.ngeom, cheaper.ntex, cheaper.opt.timestep) == (
+        paper.nq,
+        paper.ngeom,
+        paper.ntex,
+        paper.opt.timestep,
+    )
+    assert np.array_equal(cheaper.geom_size, paper.geom_size) and np.array_equal(cheaper.mat_rgba, paper.mat_rgba)
 
 
 def test_shadows_are_drawn(humanoid):
@@ -260,7 +281,9 @@ def test_textured_mountaincar_renders_600x400_and_textures_dir_swaps_the_car(tmp
     env.reset(seed=0)
     default = env.render()
     Image.new("RGBA", (40, 20), (0, 255, 0, 255)).save(tmp_path / "mountain_car.png")
-    swapped_env = clip_envs.make_mountaincar("MountainCarContinuous-v0", 50, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, str(tmp_path)))
+    swapped_env = clip_envs.make_mountaincar(
+        "MountainCarContinuous-v0", 50, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, str(tmp_path))
+    )
     swapped_env.reset(seed=0)
     swapped = swapped_env.render()
     assert default.shape == swapped.shape == (400, 600, 3)
@@ -294,6 +317,8 @@ def test_cart_stays_in_frame_when_always_pushed_right():
     assert env.unwrapped.state[1] == 0.0
 
 
+# gymnasium's env checker sees the inner CartPole's angle outside its own bounds, which CartPoleOnTrack widens
+@pytest.mark.filterwarnings("ignore:.*returned by the .step... method is not within the observation space")
 def test_cartpole_angle_is_wrapped_and_the_pole_may_fall():
     env = clip_envs.make_cartpole("CartPole-v1", 200, render=False)
     env.reset(seed=0)
