@@ -20,6 +20,7 @@ from helpers import assert_one_line_error, run_script
 def humanoid():
     env = clip_envs.make_humanoid("Humanoid-v5", 100, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES))
     env.reset(seed=0)
+    env.render()  # the renderer (and its GL context) comes with the first frame; body_mask uses it
     yield env
     env.close()
 
@@ -133,8 +134,13 @@ def test_default_scene_is_the_papers_look(humanoid):
 def test_a_cheaper_render_quality_is_only_what_is_asked():
     """bench/sps.py --humanoid-render: the shadow map and multisampling change, nothing else in the model."""
     textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES)
-    paper = clip_envs.make_humanoid("Humanoid-v5", 100, textures).unwrapped.model
-    cheaper = clip_envs.make_humanoid("Humanoid-v5", 100, textures, 224, quality=(512, 0)).unwrapped.model
+    envs = [
+        clip_envs.make_humanoid("Humanoid-v5", 100, textures),
+        clip_envs.make_humanoid("Humanoid-v5", 100, textures, 224, quality=(512, 0)),
+    ]
+    paper, cheaper = [env.unwrapped.model for env in envs]
+    for env in envs:
+        env.close()
     assert (cheaper.vis.quality.shadowsize, cheaper.vis.quality.offsamples) == (512, 0)
     assert (cheaper.nq, cheaper.ngeom, cheaper.ntex, cheaper.opt.timestep) == (
         paper.nq,
