@@ -18,6 +18,7 @@ to the model's input, as the authors did.
 """
 
 import atexit
+import glob
 import hashlib
 import multiprocessing
 import multiprocessing.util
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 import zlib
 import xml.etree.ElementTree as ET
 
@@ -584,6 +586,18 @@ def _end_env_workers():
 
 # Registered after multiprocessing's exit handler (imported above), so it runs before it.
 atexit.register(_end_env_workers)
+
+
+class RecordVideo(gym.wrappers.RecordVideo):
+    """gymnasium's RecordVideo, without its "Overwriting existing videos" warning for a folder that holds no video:
+    an AsyncVectorEnv builds env 0 once in the training process to read its spaces, and that copy makes the folder
+    before the worker's env 0 starts recording into it."""
+
+    def __init__(self, env, video_folder, **kwargs):
+        with warnings.catch_warnings():
+            if not glob.glob(os.path.join(glob.escape(video_folder), "*.mp4")):  # nothing there to overwrite
+                warnings.filterwarnings("ignore", message=".*Overwriting existing videos")
+            super().__init__(env, video_folder, **kwargs)
 
 
 class FrameInInfo(gym.Wrapper):

@@ -166,7 +166,7 @@ def make_env(env_id, seed, idx, capture_video, run_name, episode_length, render)
     def thunk():
         env = clip_envs.make_cartpole(env_id, episode_length, render=render or capture_video)
         if capture_video and idx == 0:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+            env = clip_envs.RecordVideo(env, f"videos/{run_name}")  # gymnasium's, without a false "overwriting" warning
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = clip_envs.FrameInInfo(env, render)  # the frame after each step, rendered where the env runs
         env.action_space.seed(seed)

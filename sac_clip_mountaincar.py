@@ -170,7 +170,7 @@ def make_env(env_id, seed, idx, capture_video, run_name, episode_length, texture
     def thunk():
         env = clip_envs.make_mountaincar(env_id, episode_length, textures)
         if capture_video and idx == 0:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+            env = clip_envs.RecordVideo(env, f"videos/{run_name}")  # gymnasium's, without a false "overwriting" warning
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = clip_envs.FrameInInfo(env, render)  # the frame after each step, rendered where the env runs
         env.action_space.seed(seed)

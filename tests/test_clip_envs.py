@@ -3,6 +3,7 @@ use, --textures-dir, MountainCar's car on the track and beside the flag, CartPol
 
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -321,6 +322,18 @@ def test_cart_stays_in_frame_when_always_pushed_right():
     assert truncated
     assert max(positions) == pytest.approx(2.4)  # it reached the end of the track and stopped there
     assert env.unwrapped.state[1] == 0.0
+
+
+def test_record_video_warns_of_overwriting_only_where_a_video_is(tmp_path):
+    empty, used = tmp_path / "empty", tmp_path / "used"
+    empty.mkdir(), used.mkdir()
+    (used / "rl-video-episode-0.mp4").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clip_envs.RecordVideo(clip_envs.make_cartpole("CartPole-v1", 200, render=True), str(empty)).close()
+    assert not [w for w in caught if "Overwriting" in str(w.message)]
+    with pytest.warns(UserWarning, match="Overwriting existing videos"):
+        clip_envs.RecordVideo(clip_envs.make_cartpole("CartPole-v1", 200, render=True), str(used)).close()
 
 
 # gymnasium's env checker sees the inner CartPole's angle outside its own bounds, which CartPoleOnTrack widens
