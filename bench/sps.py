@@ -190,20 +190,22 @@ if __name__ == "__main__":
     clip_envs.use_headless_mujoco_gl()
     clip_folder = random_clip_folder(args.clip_model)
     device = "cuda" if args.cuda and torch.cuda.is_available() else "cpu"
+    size, shadow, multisamples = args.humanoid_render
     print(
         f"{args.clip_model} (random weights) on {device}, torch threads {torch.get_num_threads()}, "
-        f"--num-envs {args.num_envs}, humanoid render {{}} px, shadow map {{}}, multisamples {{}}".format(
-            *args.humanoid_render
-        )
+        f"--num-envs {args.num_envs}, humanoid render {size} px, shadow map {shadow}, multisamples {multisamples}"
     )
     efficiencies = []
     for script in args.scripts:
         clock, script_globals = measure(script, args, clip_folder)
+        # The clock runs from the end of env step warmup-1 to the end of env step warmup+steps-1: it holds the env
+        # steps warmup..warmup+steps-1 and the rewards (and updates) that follow steps warmup-1..warmup+steps-2.
         timed = slice(args.warmup, args.warmup + args.steps)
+        rewards_timed = slice(args.warmup - 1, args.warmup + args.steps - 1)
         stamps = clock["steps"][args.warmup - 1 : args.warmup + args.steps]
         sps = args.steps * args.num_envs / (stamps[-1] - stamps[0])
         per_step = (stamps[-1] - stamps[0]) / args.steps
-        env_time, clip_time = np.mean(clock["env"][timed]), np.mean(clock["clip"][timed])
+        env_time, clip_time = np.mean(clock["env"][timed]), np.mean(clock["clip"][rewards_timed])
         bare = bare_clip_fps(script_globals["reward_model"], args.num_envs)
         step_cost, render_cost = one_frame_costs(script, args.humanoid_render)
         efficiencies.append(sps / bare)
