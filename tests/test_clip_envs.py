@@ -133,7 +133,7 @@ def test_default_scene_is_the_papers_look(humanoid):
 
 
 def test_a_cheaper_render_quality_is_only_what_is_asked():
-    """bench/sps.py --humanoid-render: the shadow map and multisampling change, nothing else in the model."""
+    """bench/sps.py --humanoid-render: the shadow map and multisampling change; bodies, geoms, materials and physics do not."""
     textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES)
     envs = [
         clip_envs.make_humanoid("Humanoid-v5", 100, textures),
