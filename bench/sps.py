@@ -187,10 +187,14 @@ def one_frame_costs(script, humanoid_render):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    size, shadow, multisamples = args.humanoid_render
+    if size < 1 or shadow < 1 or multisamples < 0:
+        sys.exit(
+            f"error: --humanoid-render takes SIZE >= 1, SHADOW >= 1, MULTISAMPLES >= 0; got {size} {shadow} {multisamples}"
+        )
     clip_envs.use_headless_mujoco_gl()
     clip_folder = random_clip_folder(args.clip_model)
     device = "cuda" if args.cuda and torch.cuda.is_available() else "cpu"
-    size, shadow, multisamples = args.humanoid_render
     print(
         f"{args.clip_model} (random weights) on {device}, torch threads {torch.get_num_threads()}, "
         f"--num-envs {args.num_envs}, humanoid render {size} px, shadow map {shadow}, multisamples {multisamples}"
