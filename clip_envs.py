@@ -70,16 +70,23 @@ class SceneError(ValueError):
     """A scene cannot be built as asked (missing or unreadable textures, bad camera); one line, says what to fix."""
 
 
-def scene_textures(names, textures_dir=None):
-    """{file name: path} of the textures to draw with: the project's own, or those of `names` found in textures_dir.
+def scene_textures(names, textures_dir=None, textured=True):
+    """{file name: absolute path} of the textures to draw with: the project's own, or those of `names` found in
+    textures_dir; None for the untextured scene (`textured` False, where a textures_dir is an error).
 
     Every image is opened here, so a bad file is a one-line SceneError before any work starts.
     """
+    if not textured:
+        if textures_dir is not None:
+            raise SceneError("--textures-dir needs the textured scene: drop --no-textured")
+        return None
     paths = {name: os.path.join(TEXTURES_DIR, name) for name in names}
     if textures_dir is not None:
         if not os.path.isdir(textures_dir):
             raise SceneError(f"--textures-dir {textures_dir} is not a folder")
-        found = {name: os.path.join(textures_dir, name) for name in names if os.path.isfile(os.path.join(textures_dir, name))}
+        # absolute: env workers may run in another folder, and MuJoCo reads the files itself
+        found = {name: os.path.abspath(os.path.join(textures_dir, name)) for name in names}
+        found = {name: path for name, path in found.items() if os.path.isfile(path)}
         if not found:
             raise SceneError(f"--textures-dir {textures_dir} holds none of {', '.join(names)} (the authors' file names)")
         paths.update(found)

@@ -355,6 +355,11 @@ class CLIPReward(torch.nn.Module):
         return self.target.device
 
     @property
+    def precision(self) -> str:
+        """The weights' precision, as load_clip names it."""
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.autocast_dtype, "fp32")
+
+    @property
     def model_device(self) -> torch.device:
         return next(self.model.parameters()).device
 

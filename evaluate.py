@@ -138,7 +138,7 @@ if __name__ == "__main__":
         q_network.load_state_dict(checkpoint["q_network"])
         policy = lambda obs: torch.argmax(q_network(obs), dim=1)  # greedy: no epsilon
     else:
-        actor = script.Actor(envs, saved["hidden_size"]).to(device)
+        actor = script.Actor(envs, saved["hidden_sizes"]).to(device)
         actor.load_state_dict(checkpoint["actor"])
         policy = lambda obs: actor.get_action(obs)[2]  # the mean action: no sampling
 

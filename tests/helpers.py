@@ -86,14 +86,14 @@ def exit_message(script, args, cwd, monkeypatch, new_run=True):
 
     import pytest
 
-    import torch.utils.tensorboard
+    import run_utils
 
     def run_started(*args, **kwargs):
         raise AssertionError(f"the run started: {args} got through the checks")
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", [script, "--no-cuda", *map(str, args)])
-    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", run_started)
+    monkeypatch.setattr(run_utils, "SummaryWriter", run_started)
     handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         with pytest.raises(SystemExit) as exit_info:

@@ -26,7 +26,7 @@ RUNS = {
                                 "--buffer-size", 2000, "--checkpoint-frequency", 300, "--episode-length", 100],
     "sac_clip_humanoid.py": ["--total-timesteps", 180, "--num-envs", 2, "--episode-length", 30, "--render-size", 48,
                              "--learning-starts", 60, "--batch-size", 32, "--train-frequency", 3, "--gradient-steps", 10,
-                             "--hidden-size", 32, "--buffer-size", 1000, "--checkpoint-frequency", 60],
+                             "--hidden-sizes", 32, 32, "--buffer-size", 1000, "--checkpoint-frequency", 60],
 }
 
 
@@ -78,7 +78,8 @@ def test_a_run_stopped_by_a_signal_resumes_to_the_same_logs(script, stop, tiny_c
 
 def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     """No checkpoint on SIGKILL, but the last periodic one is whole: the run resumes from it (without the buffer,
-    which refills before updates resume) and finishes."""
+    which refills before updates resume) and finishes. It resumes as a preempted user would: the original command
+    with --resume appended (flags equal to the run's are accepted)."""
     args = RUNS["dqn_clip_cartpole.py"]
     process = start_script("dqn_clip_cartpole.py", args, tmp_path)
     wait_for_checkpoint(process, tmp_path)
@@ -87,7 +88,7 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     last = checkpoint_steps(tmp_path)[-1]
     assert last >= 600 and not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.tmp"))
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
-    result = run_script("dqn_clip_cartpole.py", ["--resume", run_dir], tmp_path)
+    result = run_script("dqn_clip_cartpole.py", [*args, "--resume", run_dir], tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"(step {last})" in result.stdout and f"refilling it until step {last + 300}" in result.stdout
     assert checkpoint_steps(tmp_path)[-1] == 1800
@@ -95,11 +96,26 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path):
     assert min(step for step, _ in losses if step > last) > last + 300  # no update on an empty buffer
 
 
-def test_resume_refuses_other_arguments_and_folders_without_checkpoints(tmp_path):
+def test_resume_refuses_other_arguments_and_folders_without_checkpoints(tmp_path, monkeypatch):
     result = run_script("dqn_clip_cartpole.py", ["--resume", str(tmp_path)], tmp_path)
     assert_one_line_error(result, "no checkpoints/step_*.pt")
-    result = run_script("dqn_clip_cartpole.py", ["--resume", str(tmp_path), "--total-timesteps", 10], tmp_path)
-    assert_one_line_error(result, "drop --total-timesteps")
+
+    from dqn_clip_cartpole import Args
+
+    run = tmp_path / "runs" / "CartPole-v1__dqn_clip_cartpole__3__1"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = {"script": "dqn_clip_cartpole.py", "args": vars(Args(total_timesteps=1800, seed=3)), "global_step": 600,
+                  "ranks": [{}]}
+    torch.save(checkpoint, run / "checkpoints" / "step_000000600.pt")
+    resume = ["--resume", "runs/CartPole-v1__dqn_clip_cartpole__3__1"]
+    message = exit_message("dqn_clip_cartpole.py", [*resume, "--total-timesteps", 10], tmp_path, monkeypatch, new_run=False)
+    assert "--total-timesteps 10 differs from the run's 1800" in message
+    # a flag given with its default value is still a flag given: 1 is not the run's seed
+    message = exit_message("dqn_clip_cartpole.py", [*resume, "--seed", 1], tmp_path, monkeypatch, new_run=False)
+    assert "--seed 1 differs from the run's 3" in message
+    torch.save({**checkpoint, "script": "sac_clip_mountaincar.py"}, run / "checkpoints" / "step_000000600.pt")
+    message = exit_message("dqn_clip_cartpole.py", resume, tmp_path, monkeypatch, new_run=False)
+    assert "that run was written by sac_clip_mountaincar.py; resume it with that script" in message
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
@@ -133,7 +149,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monke
     """A full disk halfway through a write: the error reaches the caller and the file under the final name is the
     previous, whole checkpoint; no temporary file is left behind."""
     sys.path.insert(0, REPO_ROOT)
-    from sac_clip_humanoid import save_atomic
+    from run_utils import save_atomic
 
     path = str(tmp_path / "step_000000100.pt")
     save_atomic({"step": 100}, path)

@@ -80,7 +80,7 @@ def test_evaluate_a_chosen_checkpoint_and_bad_input(cartpole_run, tmp_path):
 
 def test_evaluate_a_humanoid_run_counts_the_task_predicate(tiny_clip_spec, tmp_path):
     args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 40, "--num-envs", 2, "--episode-length", 20,
-            "--render-size", 48, "--learning-starts", 20, "--batch-size", 16, "--hidden-size", 16, "--task", "standing"]
+            "--render-size", 48, "--learning-starts", 20, "--batch-size", 16, "--hidden-sizes", 16, 16, "--task", "standing"]
     result = run_script("sac_clip_humanoid.py", args, tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))

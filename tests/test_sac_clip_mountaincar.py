@@ -55,7 +55,7 @@ def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
     assert scalars["losses/ent_coef"] == pytest.approx([0.1] * 4) and "losses/ent_coef_loss" not in scalars
     assert len(scalars["losses/qf1_loss"]) == 4
     hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
-    for paper_value in ("|alpha|0.5|", "|gamma|0.9999|", "|tau|0.01|", "|policy_lr|0.0001|", "|hidden_size|64|", "|textured|True|"):
+    for paper_value in ("|alpha|0.5|", "|gamma|0.9999|", "|tau|0.01|", "|policy_lr|0.0001|", "|hidden_sizes|(64, 64)|", "|textured|True|"):
         assert paper_value in hyperparameters
     assert "SPS=" in result.stdout
 
@@ -85,7 +85,7 @@ def test_clip_run_saves_video_and_policy(clip_run):
     (model_path,) = glob.glob(os.path.join(cwd, "runs", "*", "sac_clip_mountaincar.cleanrl_model"))
     actor_state, _, _ = torch.load(model_path)
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("MountainCarContinuous-v0")])
-    actor = Actor(envs, hidden_size=64)  # the paper's 64-64 networks
+    actor = Actor(envs, hidden_sizes=(64, 64))  # the paper's 64-64 networks
     actor.load_state_dict(actor_state)
     _, _, mean_action = actor.get_action(torch.zeros(1, 2))
     assert mean_action.shape == (1, 1) and abs(mean_action.item()) <= 1.0
@@ -144,7 +144,7 @@ def test_defaults_are_the_papers_setup():
 
     args = Args()
     paper = dict(total_timesteps=3_000_000, episode_length=200, gamma=0.9999, tau=0.01, policy_lr=1e-4, q_lr=1e-4, ent_coef=0.1,
-                 autotune=False, hidden_size=64, batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
+                 autotune=False, hidden_sizes=(64, 64), batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
                  prompt=("a car at the peak of the mountain, next to the yellow flag",), baseline_prompt=("a car in the mountain",))
     assert {name: getattr(args, name) for name in paper} == paper
 
@@ -190,8 +190,8 @@ def test_sac_reaches_the_flag_from_the_tiny_clip_reward_alone_and_the_opposite_p
     assert np.mean(random_at_flag) <= 0.1
 
     scalars, at_flag, ground_truth = results["goal"]
-    assert np.mean(scalars["charts/success"][-16:]) >= 0.9  # the last training episodes end at the flag
+    assert np.mean(np.array(scalars["charts/task_fraction"][-16:]) > 0) >= 0.9  # the last training episodes end at the flag
     assert at_flag == 1.0 and ground_truth > 50  # MountainCar's +100 at the flag, minus the action cost
     scalars, at_flag, ground_truth = results["valley"]
-    assert np.mean(scalars["charts/success"][-16:]) == 0.0 and at_flag == 0.0 and ground_truth < 0
+    assert max(scalars["charts/task_fraction"][-16:]) == 0.0 and at_flag == 0.0 and ground_truth < 0
     assert min(scalars["charts/episodic_clip_return"][-16:]) > 185  # of at most ~200: the car stays where its prompt points

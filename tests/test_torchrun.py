@@ -45,7 +45,7 @@ def two_process_run(tmp_path_factory):
 
 def test_only_rank_0_writes(two_process_run):
     """One run folder with one TensorBoard file, one set of checkpoints, one model, the video of env 0, and the
-    progress lines of rank 0's envs only (two of the four)."""
+    setup line and progress of rank 0 only, and the episodes of rank 0's envs only (two of the four)."""
     cwd, run_dir, result, _ = two_process_run
     assert sorted(os.listdir(cwd)) == ["runs", "videos"]
     name = os.path.basename(run_dir)
@@ -54,7 +54,9 @@ def test_only_rank_0_writes(two_process_run):
     assert len(glob.glob(f"{run_dir}/events.out.tfevents*")) == 1
     assert sorted(os.listdir(f"{run_dir}/checkpoints")) == ["buffer_000000800.pt", "step_000000400.pt", "step_000000800.pt"]
     assert os.listdir(cwd / "videos") == [name] and glob.glob(str(cwd / "videos" / name / "*.mp4"))
-    assert result.stdout.count("global_step=") == NUM_ENVS // 2
+    (setup,) = [line for line in result.stdout.splitlines() if line.startswith("running on")]
+    assert setup.startswith("running on 2 processes (gloo), rank 0 on cpu: 2 envs per process (worker processes), CLIP ")
+    assert result.stdout.count(f"global_step={TOTAL}/{TOTAL},") == 1  # the last progress line, once
     scalars, _, _ = read_scalars(cwd)
     assert len(scalars["charts/episodic_clip_return"]) == NUM_ENVS // 2
     assert "losses/qf1_loss" in scalars
@@ -153,7 +155,7 @@ def test_a_two_process_humanoid_run(tiny_clip_spec, tmp_path):
     task's success and pose scalars once, and its checkpoint holds both processes' envs and episodes in progress."""
     args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 160, "--num-envs", 4, "--episode-length", 30,
             "--render-size", 48, "--learning-starts", 60, "--batch-size", 16, "--train-frequency", 4, "--gradient-steps", 20,
-            "--hidden-size", 32, "--buffer-size", 1000]
+            "--hidden-sizes", 32, 32, "--buffer-size", 1000]
     result = run_script("sac_clip_humanoid.py", args, tmp_path, processes=2)
     assert result.returncode == 0, result.stderr
     scalars, _, run_dir = read_scalars(tmp_path)
@@ -161,7 +163,7 @@ def test_a_two_process_humanoid_run(tiny_clip_spec, tmp_path):
     assert "losses/qf1_loss" in scalars
     checkpoint = torch.load(f"{run_dir}/checkpoints/step_000000160.pt", weights_only=False)
     assert [len(state["envs"]) for state in checkpoint["ranks"]] == [2, 2]
-    assert [len(state["episode_pose_sums"]["kneeling"]) for state in checkpoint["ranks"]] == [2, 2]
+    assert [len(state["episode_sums"]["kneeling"]) for state in checkpoint["ranks"]] == [2, 2]
 
 
 def test_a_checkpoint_without_per_process_state_is_refused_in_one_line(tmp_path, monkeypatch):

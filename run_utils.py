@@ -1,0 +1,607 @@
+"""What a long training run needs besides RL, shared by the three training scripts (CleanRL keeps its buffer in
+cleanrl_utils the same way). Each piece is one call at the matching step of a script:
+
+    rank, world_size = run_utils.torchrun_rank()         # which process this is under torchrun: (0, 1) without
+    args, checkpoint = run_utils.resume(args)            # --resume RUN: the run's own arguments and latest checkpoint
+    run_utils.check_args(args, ARG_RULES, world_size)    # every argument against its rule, before any work
+    stop = run_utils.StopOnSignal()                      # SIGTERM / SIGINT end the run after a step, with a checkpoint
+    device = run_utils.init_device(args.cuda)            # cuda:LOCAL_RANK or the CPU, and torchrun's process group
+    run_name, writer = run_utils.open_run(args, device, checkpoint)  # runs/NAME, TensorBoard, wandb
+    rb = run_utils.ReplayBuffer(...)                     # numpy arrays, with a state for checkpoints
+    checkpoints = run_utils.Checkpoints(...)             # when to write, writing, restoring
+    progress = run_utils.Progress(...)                   # a tqdm bar (plain lines in a log file)
+
+Under torchrun (README, "Several GPUs") each process steps, renders and scores its own share of the envs; gradients
+are averaged over the processes so the networks stay equal on every rank; rank 0 alone writes and prints.
+"""
+
+import contextlib
+import glob
+import importlib.util
+import itertools
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Callable, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import clip_envs
+import clip_reward
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Processes: one, or one per GPU under torchrun
+# ---------------------------------------------------------------------------------------------------------------------
+
+_object_group = None  # a gloo group for Python objects (stop decisions, checkpoints), whatever the tensors' backend
+
+
+def torchrun_rank():
+    """(rank, world size) of this process as torchrun set them, (0, 1) when started alone; ranks > 0 print nothing."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if rank > 0:
+        sys.stdout = open(os.devnull, "w")  # errors still reach stderr
+    return rank, world_size
+
+
+def init_device(cuda):
+    """cuda:LOCAL_RANK with --cuda and a GPU, else the CPU; under torchrun also the process group (NCCL on GPUs, gloo
+    on CPUs), each process's env workers rendering on its own GPU."""
+    global _object_group
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() and cuda else "cpu")
+    if cuda and device.type == "cpu":
+        print("no CUDA GPU found: running on the CPU")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        if device.type == "cuda":
+            if device.index >= torch.cuda.device_count():
+                sys.exit(f"error: {device} does not exist: start at most {torch.cuda.device_count()} processes per node")
+            torch.cuda.set_device(device)
+            os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(device.index))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _object_group = dist.new_group(backend="gloo")
+    return device
+
+
+def end_processes():
+    """Leave torchrun's process group (nothing to do alone)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_parameters(*modules):
+    """Under torchrun, every rank starts from rank 0's weights (averaged gradients then keep them equal)."""
+    if dist.is_initialized():
+        for param in itertools.chain(*(module.parameters() for module in modules)):
+            dist.broadcast(param.data, src=0)
+
+
+def average_gradients(parameters):
+    """Under torchrun, replace each gradient by its mean over the processes (one all-reduce), as CleanRL's multi-GPU
+    PPO does: every rank then takes the same optimizer step, from the whole batch. Alone, nothing to do."""
+    if dist.is_initialized():
+        grads = [param.grad for param in parameters]
+        mean = torch.cat([grad.flatten() for grad in grads])
+        dist.all_reduce(mean)
+        mean /= dist.get_world_size()
+        for grad, value in zip(grads, mean.split([grad.numel() for grad in grads])):
+            grad.copy_(value.view_as(grad))
+
+
+def local_envs(num_envs):
+    """The indices of the run's envs this process steps: all of them alone, its share under torchrun."""
+    rank, world_size = _rank(), _world_size()
+    return range(rank * num_envs // world_size, (rank + 1) * num_envs // world_size)
+
+
+def vector_env(thunks, async_envs):
+    """gymnasium's AsyncVectorEnv (each env steps and renders in a worker process) with --async-envs and several envs,
+    else its SyncVectorEnv."""
+    return (gym.vector.AsyncVectorEnv if async_envs and len(thunks) > 1 else gym.vector.SyncVectorEnv)(thunks)
+
+
+@contextlib.contextmanager
+def exit_on_bad_input():
+    """A reward model or a scene that cannot be built as asked ends the run with its one-line message, no traceback."""
+    try:
+        yield
+    except (clip_reward.CLIPRewardError, clip_envs.SceneError) as error:
+        sys.exit(f"error: {error}")
+
+
+def _rank():
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", 0))
+
+
+def _world_size():
+    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Arguments: a table of rules, checked before any work
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What an argument may be: `test(value, args)` holds for a valid value, `text` says which values are valid."""
+
+    test: Callable[[Any, Any], bool]
+    text: str
+
+
+def at_least(low):
+    """A count or a tuple of counts, each >= low (NaN fails every comparison, so it is refused too)."""
+    return Rule(lambda value, args: all(v >= low for v in (value if isinstance(value, tuple) else (value,))), f">= {low}")
+
+
+def in_range(low, high, open_low=False):
+    """low <= value <= high, or low < value with open_low."""
+    return Rule(lambda value, args: (low < value if open_low else low <= value) and value <= high,
+                f"in {'(' if open_low else '['}{low}, {high}]")  # fmt: skip
+
+
+POSITIVE_FINITE = Rule(lambda value, args: 0 < value < math.inf, "> 0 and finite")
+NON_NEGATIVE_FINITE = Rule(lambda value, args: 0 <= value < math.inf, ">= 0 and finite")
+
+# The arguments every training script has, and what each may be.
+COMMON_RULES = {
+    "num_envs": at_least(1),
+    "episode_length": at_least(1),
+    "batch_size": at_least(1),
+    "buffer_size": at_least(1),
+    "train_frequency": at_least(1),
+    "gradient_steps": at_least(1),
+    "target_network_frequency": at_least(1),
+    "hidden_sizes": at_least(1),
+    "gamma": in_range(0, 1),
+    "tau": in_range(0, 1, open_low=True),
+    "learning_starts": at_least(0),
+    "total_timesteps": Rule(lambda value, args: value >= max(args.num_envs, args.learning_starts),
+                            ">= --num-envs and --learning-starts"),  # fmt: skip
+    "seed": Rule(lambda value, args: 0 <= value <= 2**32 - 1 - args.num_envs,
+                 "in [0, 2**32 - 1 - num_envs] (numpy's seed range)"),  # fmt: skip
+    "checkpoint_frequency": at_least(0),
+    "exp_name": Rule(lambda value, args: re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", value) is not None,
+                     "a folder name (letters, digits, . _ + -)"),  # fmt: skip
+}
+
+
+def check_args(args, rules, world_size=1):
+    """Exit with one line naming the first argument that breaks its rule, the value and what is valid; then the
+    counts shared out over torchrun's processes, and --track's wandb."""
+    for name, rule in rules.items():
+        if not rule.test(getattr(args, name), args):
+            sys.exit(f"error: --{name.replace('_', '-')} must be {rule.text}, got {getattr(args, name)!r}")
+    for name in ("num_envs", "batch_size"):
+        if getattr(args, name) % world_size:
+            flag, value = name.replace("_", "-"), getattr(args, name)
+            sys.exit(f"error: --{flag} must be a multiple of the {world_size} processes, got {value}")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        sys.exit("error: --track needs Weights & Biases: pip install wandb")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run's folder, TensorBoard and wandb
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def open_run(args, device, checkpoint=None, reward_model=None):
+    """The run's folder runs/NAME (a new one, or the resumed run's), its TensorBoard writer and, with --track, its
+    wandb run (the same one again on --resume); then one line says where the run runs. Rank 0 writes; the other ranks
+    get a writer that writes nothing. Returns (run_name, writer)."""
+    rank = _rank()
+    if checkpoint is not None:
+        run_name = os.path.basename(os.path.normpath(args.resume))
+    elif rank == 0:
+        for suffix in itertools.count():  # mkdir fails if the folder exists: two runs started together get their own
+            run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}" + (f"_{suffix}" if suffix else "")
+            try:
+                os.makedirs(f"runs/{run_name}")
+                break
+            except FileExistsError:
+                continue
+            except OSError as error:
+                sys.exit(f"error: cannot create the run folder runs/{run_name}: {error.strerror}")
+    if checkpoint is None and dist.is_initialized():  # the other ranks learn the run's name from rank 0
+        shared = [run_name if rank == 0 else None]
+        dist.broadcast_object_list(shared, src=0, group=_object_group)
+        run_name = shared[0]
+    print_setup(args, device, run_name, reward_model)
+    if rank > 0:
+        return run_name, NoWriter()
+    try:
+        os.makedirs(f"runs/{run_name}/checkpoints", exist_ok=True)
+    except OSError as error:
+        sys.exit(f"error: cannot write to runs/{run_name}: {error.strerror}")
+
+    config = {**vars(args), "device": str(device)}
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=config,
+            name=run_name,
+            id=wandb_id(run_name),
+            resume="allow",  # a resumed run continues its wandb run
+            save_code=True,
+        )
+    # A resumed run writes into the same TensorBoard run; steps logged after its checkpoint are dropped (purge_step).
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{key}|{value}|" for key, value in config.items())
+    )
+    return run_name, writer
+
+
+def wandb_id(run_name):
+    """The wandb run id of a run folder: the folder's name in the characters wandb allows, so --resume finds it."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", run_name)[-64:]
+
+
+class NoWriter:
+    """TensorBoard for torchrun ranks other than 0: only rank 0 writes."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    add_text = close = add_scalar
+
+
+_uploaded_videos = set()
+
+
+def upload_videos(run_name):
+    """With --track, send the episode videos recorded since the last call to wandb (rank 0)."""
+    if _rank() == 0 and "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        import wandb
+
+        for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - _uploaded_videos):
+            wandb.log({"videos": wandb.Video(video)})
+            _uploaded_videos.add(video)
+
+
+def print_setup(args, device, run_name, reward_model=None):
+    """One line before the first step: where the run runs, how many envs, which CLIP in which precision, its folder."""
+    world_size = _world_size()
+    where = f"{device}" if world_size == 1 else f"{world_size} processes ({dist.get_backend()}), rank 0 on {device}"
+    envs = f"{args.num_envs // world_size} envs" + (" per process" if world_size > 1 else "")
+    workers = "worker processes" if args.async_envs and args.num_envs // world_size > 1 else "in this process"
+    reward = f"CLIP {args.clip_model} in {reward_model.precision}" if reward_model is not None else "the env's own reward"
+    print(f"running on {where}: {envs} ({workers}), {reward}, run folder runs/{run_name}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The replay buffer
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ReplayBufferSamples(NamedTuple):
+    observations: torch.Tensor
+    next_observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+
+
+class ReplayBuffer:
+    """Transitions in numpy arrays, sampled uniformly as tensors on `device` (the fields of CleanRL's buffer); its
+    `state_dict` holds the filled part, for checkpoints."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "dones")
+
+    def __init__(self, buffer_size, observation_space, action_space, device):
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        action_shape, action_dtype = ((1,), np.int64) if discrete else (action_space.shape, np.float32)
+        self.obs = np.zeros((buffer_size, *observation_space.shape), dtype=np.float32)
+        self.next_obs = np.zeros((buffer_size, *observation_space.shape), dtype=np.float32)
+        self.actions = np.zeros((buffer_size, *action_shape), dtype=action_dtype)
+        self.rewards = np.zeros(buffer_size, dtype=np.float32)
+        self.dones = np.zeros(buffer_size, dtype=np.float32)
+        self.buffer_size, self.pos, self.full, self.device = buffer_size, 0, False, device
+
+    def add(self, obs, next_obs, action, reward, done):
+        self.obs[self.pos], self.next_obs[self.pos], self.actions[self.pos] = obs, next_obs, action
+        self.rewards[self.pos], self.dones[self.pos] = reward, done
+        self.pos = (self.pos + 1) % self.buffer_size
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch_size):
+        idx = np.random.randint(0, self.buffer_size if self.full else self.pos, size=batch_size)
+        return ReplayBufferSamples(*(torch.as_tensor(getattr(self, name)[idx], device=self.device) for name in self.FIELDS))
+
+    def state_dict(self):
+        """The filled part, as tensors sharing the arrays' memory."""
+        filled = self.buffer_size if self.full else self.pos
+        return {**{name: torch.from_numpy(getattr(self, name)[:filled]) for name in self.FIELDS}, "pos": self.pos,
+                "full": self.full}  # fmt: skip
+
+    def load_state_dict(self, state):
+        for name in self.FIELDS:
+            getattr(self, name)[: len(state[name])] = state[name].numpy()
+        self.pos, self.full = state["pos"], state["full"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Signals, checkpoints and --resume
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class StopOnSignal:
+    """SIGTERM (kill, a cluster's scheduler) and SIGINT (Ctrl-C) ask the run to stop after the current step, with a
+    checkpoint (`signum` is then set). Before the run's checkpoints exist (`armed` False), or at a second signal, the
+    process ends at once."""
+
+    def __init__(self):
+        self.signum, self.armed = 0, False
+        signal.signal(signal.SIGTERM, self._request)
+        signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum, frame):
+        # Under torchrun the launcher forwards a signal the terminal also sent, so a second one is no hurry there; the
+        # launcher kills what is left after its --shutdown-timeout.
+        if not self.armed or (self.signum and _world_size() == 1):
+            print(f"stopped by {signal.Signals(signum).name}, without a checkpoint", file=sys.stderr)
+            os._exit(128 + signum)
+        self.signum = signum
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, then rename: a crash or a full disk never leaves a broken file under `path`."""
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_model(obj, path):
+    """The trained networks, written atomically by rank 0; a failed write is one line and a non-zero exit."""
+    if _rank() == 0:
+        try:
+            save_atomic(obj, path)
+        except OSError as error:
+            sys.exit(f"error: could not save the model to {path} ({error.strerror or error}); the checkpoints are kept")
+        print(f"model saved to {path}")
+
+
+def latest_checkpoint(run_dir):
+    """Path of the checkpoint with the most steps in `run_dir`, or None."""
+    paths = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt")))
+    return paths[-1] if paths else None
+
+
+# The arguments a resumed run may take from the new command line instead of the checkpoint.
+NEW_ON_RESUME = ("resume", "cuda")
+
+
+def resume(args):
+    """Without --resume: (args, None). With --resume RUN_DIR: (the run's saved arguments, its latest checkpoint).
+    Flags given again must have the run's values, so the original command with --resume appended, or a scheduler's
+    requeued command line, continues the run; a flag with another value is refused in one line."""
+    if args.resume is None:
+        return args, None
+    script = os.path.basename(sys.argv[0])
+    checkpoint_path = latest_checkpoint(args.resume)
+    if checkpoint_path is None:
+        sys.exit(f"error: --resume {args.resume}: no checkpoints/step_*.pt in that folder")
+    run_name = os.path.basename(os.path.normpath(args.resume))
+    if not os.path.isdir(f"runs/{run_name}") or not os.path.samefile(args.resume, f"runs/{run_name}"):
+        sys.exit(f"error: --resume {args.resume}: run this from the folder that holds the run's runs/ (and videos/)")
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a damaged file (checkpoints are written atomically, so not by this script)
+        sys.exit(
+            f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away"
+        )
+    if not isinstance(checkpoint, dict) or "ranks" not in checkpoint:
+        sys.exit(f"error: --resume {args.resume}: {checkpoint_path} was written by an older version of this script")
+    if checkpoint.get("script", script) != script:
+        sys.exit(f"error: --resume {args.resume}: that run was written by {checkpoint['script']}; resume it with that script")
+    if len(checkpoint["ranks"]) != _world_size():
+        sys.exit(f"error: --resume {args.resume}: the run had {len(checkpoint['ranks'])} processes; resume it with as many")
+    saved = type(args)(**{**checkpoint["args"], **{name: getattr(args, name) for name in NEW_ON_RESUME}})
+    # The command line parsed again with the run's values as defaults: any flag given with another value shows.
+    given = tyro.cli(type(args), default=saved)
+    for field in fields(saved):
+        if field.name not in NEW_ON_RESUME and getattr(given, field.name) != getattr(saved, field.name):
+            flag = field.name.replace("_", "-")
+            sys.exit(f"error: --resume {args.resume}: --{flag} {getattr(given, field.name)!r} differs from the run's "
+                     f"{getattr(saved, field.name)!r}: drop it, or start a new run")  # fmt: skip
+    print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
+    return saved, checkpoint
+
+
+def _random_state(device):
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def _set_random_state(state, device):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class Checkpoints:
+    """The run's checkpoints in runs/NAME/checkpoints/step_N.pt: the networks, optimizers and tensors given by name,
+    every env's own state (from its worker), the random generators, the loop's variables of each process, and with
+    --checkpoint-buffer the replay buffer (buffer_N.pt, the latest only). `due` says when, the same on every rank;
+    `save` writes and, when a signal asked the run to stop, ends it; `restore` puts a checkpoint back. `saved` maps
+    names to what has a state_dict (networks, optimizers) or is a tensor; more may be added to it later."""
+
+    def __init__(self, run_name, args, envs, rb, writer, stop, saved):
+        self.folder, self.args, self.envs, self.rb, self.writer = f"runs/{run_name}/checkpoints", args, envs, rb, writer
+        self.stop, self.device, self.saved, self.pending = stop, rb.device, saved, False
+        self.run_name, self.written = run_name, latest_checkpoint(f"runs/{run_name}")
+        self.recent_returns = []  # training returns since the last checkpoint
+        stop.armed = True  # from now on a signal waits for the end of the step and its checkpoint
+
+    def record_return(self, episode_return):
+        """A finished training episode's return (CLIP's, or the env's with --reward ground-truth): a checkpoint's
+        training return is the mean of those since the one before, and evaluate.py picks the best checkpoint by it."""
+        self.recent_returns.append(float(episode_return))
+
+    def due(self, global_step, last, autoreset):
+        """Whether to write a checkpoint after this step: every --checkpoint-frequency env steps, when a signal asked
+        the run to stop, and at the end; never while an env waits for its autoreset (a flag inside the vector env that
+        a checkpoint cannot restore; episodes have a fixed length and end together, so that costs a step at most)."""
+        frequency = self.args.checkpoint_frequency
+        self.pending = self.pending or (frequency > 0 and global_step % frequency < self.args.num_envs)
+        stop, waiting = self.stop.signum, bool(autoreset.any())
+        if dist.is_initialized():  # the same decision on every rank: stop if any rank got a signal, wait if any env must
+            decision = torch.tensor([stop, waiting])
+            dist.all_reduce(decision, op=dist.ReduceOp.MAX, group=_object_group)
+            stop, waiting = int(decision[0]), bool(decision[1])
+        self.stopping, self.last = stop, last
+        return last or ((self.pending or stop) and not waiting)
+
+    def save(self, global_step, iteration, **loop):
+        """Write the checkpoint of this step, with this process's loop variables `loop`; then end the run if a signal
+        asked for it."""
+        self.pending = False
+        path = f"{self.folder}/step_{global_step:09d}.pt"
+        rank_state = {  # this process's envs, episodes in progress and random generators
+            "envs": self.envs.call("checkpoint_state"),
+            "action_space": self.envs.single_action_space.np_random.bit_generator.state,  # random actions before learning
+            "rng": _random_state(self.device),
+            "recent_returns": self.recent_returns,
+            **loop,
+        }
+        self.recent_returns = []
+        buffer = self.rb.state_dict() if self.args.checkpoint_buffer else None
+        rank_states, buffers = [rank_state], [buffer]
+        if dist.is_initialized():  # to rank 0, which writes the run's one checkpoint
+            gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+            dist.gather_object((rank_state, buffer), gathered, dst=0, group=_object_group)
+            rank_states, buffers = zip(*gathered) if dist.get_rank() == 0 else ((), ())
+        if _rank() == 0:
+            returns = [episode_return for state in rank_states for episode_return in state["recent_returns"]]
+            checkpoint = {
+                "script": os.path.basename(sys.argv[0]),
+                "args": vars(self.args),
+                "global_step": global_step,
+                "iteration": iteration,
+                "training_return": float(np.mean(returns)) if returns else float("nan"),
+                **{
+                    name: value.detach() if torch.is_tensor(value) else value.state_dict()
+                    for name, value in self.saved.items()
+                },
+                "ranks": list(rank_states),
+            }
+            buffer_path = path.replace("step_", "buffer_")
+            try:
+                if self.args.checkpoint_buffer:
+                    save_atomic({"ranks": list(buffers)}, buffer_path)
+                save_atomic(checkpoint, path)
+                self.written = path
+                for old_buffer in glob.glob(f"{self.folder}/buffer_*.pt"):  # only the latest is needed
+                    if old_buffer != buffer_path:
+                        os.remove(old_buffer)
+            except OSError as error:
+                kept = f"the latest checkpoint is {self.written}" if self.written else "no checkpoint was written"
+                print(f"error: could not write {path} ({error.strerror or error}); {kept}", file=sys.stderr)
+                if self.last and not self.stopping:  # the run's result is lost: the caller must know
+                    sys.exit(1)
+        if self.stopping:
+            self.writer.close()
+            self.envs.close()
+            end_processes()
+            if _rank() == 0:
+                print(f"stopped by {signal.Signals(self.stopping).name} at step {global_step}: resume with --resume "
+                      f"runs/{self.run_name}", file=sys.stderr)  # fmt: skip
+            sys.exit(128 + self.stopping)
+
+    def restore(self, checkpoint):
+        """Load a checkpoint into the networks, optimizers, envs, random generators and (if it was saved) the replay
+        buffer; returns this process's loop variables, with `updates_start`: the step after which the learner updates
+        (later than --learning-starts when the buffer was not saved and must refill first)."""
+        for name, value in self.saved.items():
+            value.data.copy_(checkpoint[name]) if torch.is_tensor(value) else value.load_state_dict(checkpoint[name])
+        rank_state = checkpoint["ranks"][_rank()]
+        self.envs.set_attr("state_to_load", list(rank_state["envs"]))
+        self.envs.call("load_checkpoint_state")
+        self.envs.single_action_space.np_random.bit_generator.state = rank_state["action_space"]
+        self.recent_returns = list(rank_state["recent_returns"])
+        own = ("envs", "action_space", "rng", "recent_returns")
+        loop = {name: value for name, value in rank_state.items() if name not in own}
+        loop["updates_start"] = self.args.learning_starts
+        buffer_path = f"{self.folder}/buffer_{checkpoint['global_step']:09d}.pt"
+        if os.path.exists(buffer_path):
+            self.rb.load_state_dict(torch.load(buffer_path, mmap=True)["ranks"][_rank()])
+        else:
+            loop["updates_start"] = checkpoint["global_step"] + self.args.learning_starts
+            print(f"no replay buffer was saved (--checkpoint-buffer): refilling it until step {loop['updates_start']}")
+        _set_random_state(rank_state["rng"], self.device)
+        return loop
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Progress in the terminal
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """The run's env steps as a tqdm bar with steps/s and the latest episodes' numbers (the mean over the episodes that
+    ended since the last update: CLIP return, task success, ...). Where stdout is not a terminal (a log file, a
+    scheduler), one plain line every 1% of the run or every minute, whichever comes first, and at the end."""
+
+    def __init__(self, total_timesteps, start_step):
+        self.total, self.start_step, self.start_time = total_timesteps, start_step, time.time()
+        self.ended, self.latest = {}, {}
+        self.bar = None
+        if sys.stdout.isatty():
+            self.bar = tqdm(total=total_timesteps, initial=start_step, unit="step", file=sys.stdout, dynamic_ncols=True)
+        self.printed_step, self.printed_time = start_step, self.start_time
+
+    def episode(self, **values):
+        """Record one finished episode's numbers, shown at the next update."""
+        for name, value in values.items():
+            self.ended.setdefault(name, []).append(float(value))
+
+    def update(self, global_step):
+        """The run has reached `global_step` env steps."""
+        if self.ended:
+            self.latest = {name: float(np.mean(values)) for name, values in self.ended.items()}
+            self.ended = {}
+        if self.bar is not None:
+            self.bar.update(global_step - self.bar.n)
+            if self.latest:
+                self.bar.set_postfix({name: f"{value:.2f}" for name, value in self.latest.items()}, refresh=False)
+        elif (global_step - self.printed_step >= self.total / 100 or time.time() - self.printed_time >= 60
+              or global_step >= self.total):  # fmt: skip
+            self.printed_step, self.printed_time = global_step, time.time()
+            numbers = "".join(f", {name}={value:.2f}" for name, value in self.latest.items())
+            print(f"global_step={global_step}/{self.total}, SPS={self.sps(global_step)}{numbers}", flush=True)
+
+    def sps(self, global_step):
+        """Env steps per second since this run (or this resumed part of it) started."""
+        return int((global_step - self.start_step) / max(time.time() - self.start_time, 1e-9))
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
