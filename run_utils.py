@@ -427,6 +427,8 @@ def resume(args):
             sys.exit(f"error: --resume {args.resume}: --{flag} {getattr(given, field.name)!r} differs from the run's "
                      f"{getattr(saved, field.name)!r}: drop it, or start a new run")  # fmt: skip
     print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
+    if checkpoint["iteration"] >= saved.total_timesteps // saved.num_envs:
+        print(f"the run is complete ({saved.total_timesteps} steps): nothing left to train")
     return saved, checkpoint
 
 

@@ -181,6 +181,17 @@ def test_track_logs_to_weights_and_biases_offline_with_videos(tiny_clip_spec, tm
     for key in (b"device", b"clip_model", b"charts/episodic_clip_return", b"losses/td_loss"):
         assert key in record, key
 
+    # The same command with --resume continues the same wandb run (wandb's resume, by the run's id).
+    import run_utils
+
+    (run_dir,) = glob.glob(os.path.join(tmp_path, "runs", "*"))
+    result = run_script(SCRIPT, [*args, "--resume", run_dir], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "the run is complete (250 steps)" in result.stdout
+    offline_runs = glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*"))
+    assert len(offline_runs) == 2
+    assert all(path.endswith("-" + run_utils.wandb_id(os.path.basename(run_dir))) for path in offline_runs), offline_runs
+
 
 def test_cuda_without_a_gpu_says_it_runs_on_the_cpu_and_logs_the_device(tiny_clip_spec, tmp_path):
     if torch.cuda.is_available():
