@@ -72,180 +72,10 @@ def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, p
     return 1 - 0.5 * projected.pow(2).sum(dim=-1)
 
 
-def epic_distance(rewards, labels) -> float:
-    """EPIC distance between a reward and 0/1 goal labels over a set of states, as the paper's Appendix A uses it:
-    D = sqrt((1 - rho) / 2) with rho the Pearson correlation. 0: the reward orders and spaces the states as the
-    labels do, up to scale and shift; 1: exactly reversed; ~0.71: unrelated."""
-    rewards, labels = np.asarray(rewards, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    if rewards.std() == 0 or labels.std() == 0:
-        return float("nan")  # a constant reward or a set without both kinds of state: correlation is undefined
-    rho = float(np.corrcoef(rewards, labels)[0, 1])
-    return float(np.sqrt(max(0.0, (1 - rho) / 2)))
-
-
 def check_alpha(alpha: float) -> None:
     """Raise CLIPRewardError unless 0 <= alpha <= 1."""
     if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:  # also rejects NaN
         raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {alpha}")
-
-
-# --------------------------------------------------------------------------------------
-# Loading an open_clip model
-# --------------------------------------------------------------------------------------
-
-
-PRECISIONS = ("fp32", "fp16", "bf16")
-
-
-def load_clip(
-    model_spec: str,
-    checkpoint: str | None = None,
-    device: str | torch.device = "cpu",
-    cache_dir: str | None = None,
-    precision: str = "fp32",
-):
-    """Load an open_clip model and its tokenizer; returns (model, tokenizer), model in eval mode.
-
-    model_spec is one of
-      "ARCH/PRETRAINED"   e.g. "ViT-B-32/laion2b_s34b_b79k", "ViT-bigG-14/laion2b_s39b_b160k"
-                          (weights are downloaded once into the Hugging Face cache);
-      "ARCH" with checkpoint=path to a local weights file (offline use);
-      "local-dir:/path"   a folder with open_clip_config.json and the weights file;
-      "hf-hub:org/repo"   an open_clip model on the Hugging Face Hub.
-
-    precision "fp16" or "bf16" holds the weights in half precision (open_clip's mixed precision: layer norms run in
-    float32), half the memory (ViT-bigG-14: ~10 GB -> ~5 GB); the reward model then runs under autocast.
-    """
-    device = _check_device(device)
-    if precision not in PRECISIONS:
-        raise CLIPRewardError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    schema = model_spec.split(":", 1)[0] if ":" in model_spec else None
-    if schema in ("local-dir", "hf-hub"):
-        if checkpoint is not None:
-            raise CLIPRewardError(f"{model_spec} brings its own weights; drop --clip-checkpoint")
-        if schema == "local-dir":
-            folder = model_spec.split(":", 1)[1]
-            if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
-                raise CLIPRewardError(f"{model_spec}: expected a folder with open_clip_config.json and a weights file")
-            if not any(glob.glob(os.path.join(folder, f"*.{suffix}")) for suffix in ("safetensors", "bin", "pth")):
-                # open_clip would build the model with random weights: rewards that mean nothing
-                raise CLIPRewardError(
-                    f"{model_spec}: no weights file (*.safetensors, *.bin, *.pth) beside open_clip_config.json"
-                )
-        model = _create_model(model_spec, None, device, cache_dir, model_spec, precision)
-        return model, open_clip.get_tokenizer(model_spec)
-
-    architecture, _, pretrained = model_spec.partition("/")
-    if architecture not in open_clip.list_models():
-        close = difflib.get_close_matches(architecture, open_clip.list_models(), n=5, cutoff=0.5)
-        examples = close or ["ViT-B-32", "ViT-L-14", "ViT-H-14", "ViT-bigG-14", "RN50"]
-        raise CLIPRewardError(f"unknown CLIP architecture '{architecture}'; valid names include: {', '.join(examples)}")
-    if pretrained and checkpoint is not None:
-        raise CLIPRewardError(f"give either a pretrained tag ({model_spec}) or --clip-checkpoint, not both")
-    if checkpoint is not None:
-        if not os.path.isfile(checkpoint):
-            raise CLIPRewardError(f"CLIP checkpoint file not found: {checkpoint}")
-        pretrained = checkpoint
-    elif not pretrained:
-        tags = open_clip.list_pretrained_tags_by_model(architecture)
-        raise CLIPRewardError(
-            f"no weights for '{architecture}': use ARCH/PRETRAINED (e.g. {architecture}/{tags[0] if tags else '...'}) "
-            "or pass a local weights file with --clip-checkpoint"
-        )
-    else:
-        tags = open_clip.list_pretrained_tags_by_model(architecture)
-        if pretrained not in tags:
-            listed = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "")
-            raise CLIPRewardError(f"unknown pretrained tag '{pretrained}' for {architecture}; valid tags: {listed or 'none'}")
-    model = _create_model(architecture, pretrained, device, cache_dir, model_spec, precision)
-    return model, open_clip.get_tokenizer(architecture)
-
-
-def _check_device(device) -> torch.device:
-    """torch.device(device), or CLIPRewardError saying why CLIP cannot go there."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise CLIPRewardError(f"bad device {device!r}: {str(error).splitlines()[0]}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIPRewardError(f"device {device}: no CUDA GPU is available here (use the CPU)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise CLIPRewardError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    return device
-
-
-def _create_model(name: str, pretrained: str | None, device, cache_dir: str | None, model_spec: str, precision="fp32"):
-    local_weights = pretrained if pretrained and os.path.isfile(pretrained) else None
-    if name.startswith("local-dir:"):
-        local_weights = name.split(":", 1)[1]
-    hub = _unreachable_hub() if local_weights is None else None
-    try:
-        # An unreachable hub: only the cache, at once, instead of a minute of retries.
-        with _hub_offline(hub is not None, quiet=local_weights is None):
-            model = open_clip.create_model(
-                name, pretrained=pretrained, device=device, cache_dir=cache_dir, precision=precision
-            )
-    except Exception as error:
-        if local_weights is not None:  # a wrong or corrupt file: say which and why, not a torch traceback
-            raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {_load_failure(error)}") from error
-        if not isinstance(error, RuntimeError) or (
-            "download" not in str(error).lower() and "hf hub" not in str(error).lower()
-        ):
-            raise
-        from huggingface_hub import constants
-
-        cache = cache_dir or constants.HF_HUB_CACHE
-        architecture = model_spec.split("/")[0]
-        why = f"{hub} is unreachable and they are not in {cache}" if hub else f"not in {cache} and the download failed"
-        raise CLIPRewardError(
-            f"could not download the weights of {model_spec} ({why}); offline, pass a local file "
-            f"(--clip-model {architecture} --clip-checkpoint /path/to/weights.bin), set HF_HUB_OFFLINE=1 with a filled "
-            "cache, or try the bundled tiny-CLIP demo in the README"
-        ) from error
-    return model.eval()
-
-
-def _load_failure(error: Exception) -> str:
-    """The real cause of a failed load, in a few words."""
-    text = str(error)
-    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
-        return "the weights do not fit this architecture (a file of another model?)"
-    if "config" in text.lower() and ("json" in text.lower() or "valid" in text.lower()):
-        return f"broken open_clip_config.json ({text.strip().splitlines()[-1][:120]})"
-    if isinstance(error, EOFError) or any(word in text for word in ("zip", "pickle", "header", "magic number")):
-        return "the file is truncated or not a weights file"
-    return (text.strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
-
-
-def _unreachable_hub() -> str | None:
-    """The Hugging Face Hub's host if it does not answer within 3 s (no proxy set, not already offline), else None."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
-        return None
-    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-        return None
-    except OSError:
-        return host
-
-
-@contextlib.contextmanager
-def _hub_offline(offline: bool, quiet: bool):
-    """huggingface_hub's offline mode (the cache only) while `offline`; open_clip's error log (the exception raised
-    after it says the same) silenced while `quiet`."""
-    from huggingface_hub import constants
-
-    saved, disabled = constants.HF_HUB_OFFLINE, logging.root.manager.disable
-    constants.HF_HUB_OFFLINE = saved or offline
-    if quiet:
-        logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-        logging.disable(disabled)
 
 
 # --------------------------------------------------------------------------------------
@@ -409,6 +239,165 @@ class CLIPReward(torch.nn.Module):
     def forward(self, frames: FrameBatch) -> torch.Tensor:
         """Rewards (N,) float32 on the model's device for uint8 frames (N, H, W, 3)."""
         return self.rewards_from_embeddings(self.embed_images(frames))
+
+
+# --------------------------------------------------------------------------------------
+# Loading: an open_clip model, then the reward model
+# --------------------------------------------------------------------------------------
+
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def load_clip(
+    model_spec: str,
+    checkpoint: str | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+    precision: str = "fp32",
+):
+    """Load an open_clip model and its tokenizer; returns (model, tokenizer), model in eval mode.
+
+    model_spec is one of
+      "ARCH/PRETRAINED"   e.g. "ViT-B-32/laion2b_s34b_b79k", "ViT-bigG-14/laion2b_s39b_b160k"
+                          (weights are downloaded once into the Hugging Face cache);
+      "ARCH" with checkpoint=path to a local weights file (offline use);
+      "local-dir:/path"   a folder with open_clip_config.json and the weights file;
+      "hf-hub:org/repo"   an open_clip model on the Hugging Face Hub.
+
+    precision "fp16" or "bf16" holds the weights in half precision (open_clip's mixed precision: layer norms run in
+    float32), half the memory (ViT-bigG-14: ~10 GB -> ~5 GB); the reward model then runs under autocast.
+    """
+    device = _check_device(device)
+    if precision not in PRECISIONS:
+        raise CLIPRewardError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    schema = model_spec.split(":", 1)[0] if ":" in model_spec else None
+    if schema in ("local-dir", "hf-hub"):
+        if checkpoint is not None:
+            raise CLIPRewardError(f"{model_spec} brings its own weights; drop --clip-checkpoint")
+        if schema == "local-dir":
+            folder = model_spec.split(":", 1)[1]
+            if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+                raise CLIPRewardError(f"{model_spec}: expected a folder with open_clip_config.json and a weights file")
+            if not any(glob.glob(os.path.join(folder, f"*.{suffix}")) for suffix in ("safetensors", "bin", "pth")):
+                # open_clip would build the model with random weights: rewards that mean nothing
+                raise CLIPRewardError(
+                    f"{model_spec}: no weights file (*.safetensors, *.bin, *.pth) beside open_clip_config.json"
+                )
+        model = _create_model(model_spec, None, device, cache_dir, model_spec, precision)
+        return model, open_clip.get_tokenizer(model_spec)
+
+    architecture, _, pretrained = model_spec.partition("/")
+    if architecture not in open_clip.list_models():
+        close = difflib.get_close_matches(architecture, open_clip.list_models(), n=5, cutoff=0.5)
+        examples = close or ["ViT-B-32", "ViT-L-14", "ViT-H-14", "ViT-bigG-14", "RN50"]
+        raise CLIPRewardError(f"unknown CLIP architecture '{architecture}'; valid names include: {', '.join(examples)}")
+    if pretrained and checkpoint is not None:
+        raise CLIPRewardError(f"give either a pretrained tag ({model_spec}) or --clip-checkpoint, not both")
+    if checkpoint is not None:
+        if not os.path.isfile(checkpoint):
+            raise CLIPRewardError(f"CLIP checkpoint file not found: {checkpoint}")
+        pretrained = checkpoint
+    elif not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        raise CLIPRewardError(
+            f"no weights for '{architecture}': use ARCH/PRETRAINED (e.g. {architecture}/{tags[0] if tags else '...'}) "
+            "or pass a local weights file with --clip-checkpoint"
+        )
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        if pretrained not in tags:
+            listed = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "")
+            raise CLIPRewardError(f"unknown pretrained tag '{pretrained}' for {architecture}; valid tags: {listed or 'none'}")
+    model = _create_model(architecture, pretrained, device, cache_dir, model_spec, precision)
+    return model, open_clip.get_tokenizer(architecture)
+
+
+def _check_device(device) -> torch.device:
+    """torch.device(device), or CLIPRewardError saying why CLIP cannot go there."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise CLIPRewardError(f"bad device {device!r}: {str(error).splitlines()[0]}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIPRewardError(f"device {device}: no CUDA GPU is available here (use the CPU)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CLIPRewardError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def _create_model(name: str, pretrained: str | None, device, cache_dir: str | None, model_spec: str, precision="fp32"):
+    local_weights = pretrained if pretrained and os.path.isfile(pretrained) else None
+    if name.startswith("local-dir:"):
+        local_weights = name.split(":", 1)[1]
+    hub = _unreachable_hub() if local_weights is None else None
+    try:
+        # An unreachable hub: only the cache, at once, instead of a minute of retries.
+        with _hub_offline(hub is not None, quiet=local_weights is None):
+            model = open_clip.create_model(
+                name, pretrained=pretrained, device=device, cache_dir=cache_dir, precision=precision
+            )
+    except Exception as error:
+        if local_weights is not None:  # a wrong or corrupt file: say which and why, not a torch traceback
+            raise CLIPRewardError(f"could not load {local_weights} as {name} weights: {_load_failure(error)}") from error
+        if not isinstance(error, RuntimeError) or (
+            "download" not in str(error).lower() and "hf hub" not in str(error).lower()
+        ):
+            raise
+        from huggingface_hub import constants
+
+        cache = cache_dir or constants.HF_HUB_CACHE
+        architecture = model_spec.split("/")[0]
+        why = f"{hub} is unreachable and they are not in {cache}" if hub else f"not in {cache} and the download failed"
+        raise CLIPRewardError(
+            f"could not download the weights of {model_spec} ({why}); offline, pass a local file "
+            f"(--clip-model {architecture} --clip-checkpoint /path/to/weights.bin), set HF_HUB_OFFLINE=1 with a filled "
+            "cache, or try the bundled tiny-CLIP demo in the README"
+        ) from error
+    return model.eval()
+
+
+def _load_failure(error: Exception) -> str:
+    """The real cause of a failed load, in a few words."""
+    text = str(error)
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        return "the weights do not fit this architecture (a file of another model?)"
+    if "config" in text.lower() and ("json" in text.lower() or "valid" in text.lower()):
+        return f"broken open_clip_config.json ({text.strip().splitlines()[-1][:120]})"
+    if isinstance(error, EOFError) or any(word in text for word in ("zip", "pickle", "header", "magic number")):
+        return "the file is truncated or not a weights file"
+    return (text.strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+
+
+def _unreachable_hub() -> str | None:
+    """The Hugging Face Hub's host if it does not answer within 3 s (no proxy set, not already offline), else None."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return None
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return None
+    except OSError:
+        return host
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool, quiet: bool):
+    """huggingface_hub's offline mode (the cache only) while `offline`; open_clip's error log (the exception raised
+    after it says the same) silenced while `quiet`."""
+    from huggingface_hub import constants
+
+    saved, disabled = constants.HF_HUB_OFFLINE, logging.root.manager.disable
+    constants.HF_HUB_OFFLINE = saved or offline
+    if quiet:
+        logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        logging.disable(disabled)
 
 
 def load_reward_model(

@@ -38,6 +38,17 @@ HUMANOID_STATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "asse
 TASKS = {"humanoid": list(clip_envs.HUMANOID_TASKS), "cartpole": ["upright"], "mountaincar": ["flag"]}
 
 
+def epic_distance(rewards, labels) -> float:
+    """EPIC distance between a reward and 0/1 goal labels over a set of states, as the paper's Appendix A uses it:
+    D = sqrt((1 - rho) / 2) with rho the Pearson correlation. 0: the reward orders and spaces the states as the
+    labels do, up to scale and shift; 1: exactly reversed; ~0.71: unrelated."""
+    rewards, labels = np.asarray(rewards, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if rewards.std() == 0 or labels.std() == 0:
+        return float("nan")  # a constant reward or a set without both kinds of state: correlation is undefined
+    rho = float(np.corrcoef(rewards, labels)[0, 1])
+    return float(np.sqrt(max(0.0, (1 - rho) / 2)))
+
+
 @dataclass
 class Args:
     env: Literal["humanoid", "cartpole", "mountaincar"] = "humanoid"
@@ -166,7 +177,7 @@ if __name__ == "__main__":
                 rewards = clip_reward.goal_baseline_reward(embeddings, goal, projection).cpu().numpy()
                 rewards_of[spec, task, alpha] = rewards
                 n_goal = int(labels[:, t].sum())
-                epic = clip_reward.epic_distance(rewards, labels[:, t])
+                epic = epic_distance(rewards, labels[:, t])
                 rows.append(dict(model=spec, task=task, alpha=alpha, epic=epic, n_goal=n_goal, n_other=len(labels) - n_goal))
         del model, reward_model
         if device.type == "cuda":

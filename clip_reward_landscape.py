@@ -33,6 +33,8 @@ from PIL import Image
 
 import clip_envs
 import clip_reward
+from assets import humanoid_poses
+from clip_reward_epic import epic_distance
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -99,7 +101,7 @@ def mountaincar_sweep(num_states, textures, args):
 def humanoid_sweep(num_states, textures, args):
     env = clip_envs.make_humanoid("Humanoid-v5", 1000, textures, camera=args.camera)
     env.reset(seed=0)
-    standing, kneeling = clip_envs.standing_and_kneeling_qpos(env)
+    standing, kneeling = humanoid_poses.standing_and_kneeling_qpos(env)
     blends = np.linspace(0, 1, num_states)
     frames = []
     for t in blends:
@@ -190,7 +192,7 @@ if __name__ == "__main__":
     print(f"{'alpha':>6} {'peak at':>9} {'pearson':>8} {'EPIC':>6}")
     for alpha in args.alphas:
         rho = pearson(rewards[alpha], ground_truth)
-        epic = clip_reward.epic_distance(rewards[alpha], ground_truth)
+        epic = epic_distance(rewards[alpha], ground_truth)
         print(f"{alpha:>6.2f} {states[np.argmax(rewards[alpha])]:>9.3f} {rho:>8.3f} {epic:>6.3f}")
     print(
         f"wrote {stem}.png and {stem}.csv" + (f"; frames as CLIP sees them in {args.save_frames}" if args.save_frames else "")

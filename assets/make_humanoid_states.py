@@ -1,7 +1,7 @@
 """Write assets/humanoid-states.npz: labelled humanoid states for judging a CLIP as a reward model without training
 (clip_reward_epic.py), the automatic stand-in for the paper's human-labelled states (Fig. 4, Fig. 7).
 
-For each of the eight tasks, variations of its hand-set key pose (clip_envs.KEY_POSES): every joint moved by a random
+For each of the eight tasks, variations of its hand-set key pose (humanoid_poses.KEY_POSES): every joint moved by a random
 angle, the body turned and tilted a little, rested on the floor, then settled by the simulator for a few steps with
 zero torques. A variation is kept only if it is physically plausible afterwards: resting on the floor (no floating) and
 nothing inside the floor or another limb. States from random-policy rollouts from the standing start add the falls,
@@ -23,6 +23,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import clip_envs  # noqa: E402
+from assets import humanoid_poses  # noqa: E402
 
 
 @dataclass
@@ -58,18 +59,18 @@ def turn(yaw_degrees, pitch_degrees):
 def variation(env, task, rng, args):
     """A random variation of the task's key pose, rested on the floor and settled; None if it is not plausible."""
     model = env.unwrapped.model
-    joints = dict(clip_envs.KEY_POSES[task])
+    joints = dict(humanoid_poses.KEY_POSES[task])
     for joint in range(1, model.njnt):  # joint 0 is the free root
         name, (low, high) = model.joint(joint).name, np.degrees(model.jnt_range[joint])
         joints[name] = float(np.clip(joints.get(name, 0.0) + rng.normal(0, args.joint_noise), low, high))
-    pitch = clip_envs.KEY_POSE_TORSO_PITCH.get(task, 0.0) + rng.normal(0, 3.0)
-    clip_envs.rest_on_floor(env, joints, turn(rng.uniform(-30, 30), pitch))
-    if clip_envs.deepest_penetration(env.unwrapped.data) > 0.01:  # a limb inside another
+    pitch = humanoid_poses.KEY_POSE_TORSO_PITCH.get(task, 0.0) + rng.normal(0, 3.0)
+    humanoid_poses.rest_on_floor(env, joints, turn(rng.uniform(-30, 30), pitch))
+    if humanoid_poses.deepest_penetration(env.unwrapped.data) > 0.01:  # a limb inside another
         return None
     for _ in range(args.settle_steps):
         env.step(np.zeros(model.nu))
     data = env.unwrapped.data
-    if clip_envs.deepest_penetration(data) > 0.01 or clip_envs.lowest_point(model, data) > 0.02:
+    if humanoid_poses.deepest_penetration(data) > 0.01 or humanoid_poses.lowest_point(model, data) > 0.02:
         return None
     return data.qpos.copy(), data.qvel.copy()
 

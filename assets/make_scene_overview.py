@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import clip_envs  # noqa: E402
 import clip_reward  # noqa: E402
+from assets import humanoid_poses  # noqa: E402
 
 CLIP_SIZE = 224
 
@@ -25,7 +26,7 @@ def humanoid_frames():
     env = clip_envs.make_humanoid("Humanoid-v5", 100, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES))
     env.reset(seed=0)
     frames = []
-    for qpos in clip_envs.standing_and_kneeling_qpos(env):
+    for qpos in humanoid_poses.standing_and_kneeling_qpos(env):
         env.unwrapped.set_state(qpos, np.zeros(env.unwrapped.model.nv))
         frames.append(env.render())
     env.close()

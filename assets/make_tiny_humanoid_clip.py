@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(ASSETS))
 sys.path.insert(0, ASSETS)
 import clip_envs  # noqa: E402
 import clip_reward  # noqa: E402
+from clip_reward_epic import epic_distance  # noqa: E402
 import tiny_clip  # noqa: E402
 from make_humanoid_states import variation  # noqa: E402
 
@@ -132,5 +133,5 @@ if __name__ == "__main__":
     for i, task in enumerate(TASKS):
         reward_model = clip_reward.CLIPReward(model, tokenizer, [CAPTIONS[i]], [BASELINE_CAPTION], alpha=0.0)
         rewards = reward_model(frames[test]).numpy()
-        print(f"{task:>14}: EPIC {clip_reward.epic_distance(rewards, labels[test, i]):.3f} on held-out frames")
+        print(f"{task:>14}: EPIC {epic_distance(rewards, labels[test, i]):.3f} on held-out frames")
     tiny_clip.save(model, args.output_dir, "tiny humanoid CLIP for tests and demos only")

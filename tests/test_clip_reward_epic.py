@@ -10,6 +10,8 @@ import pytest
 
 import clip_envs
 import clip_reward
+from assets import humanoid_poses
+from clip_reward_epic import epic_distance
 from conftest import REPO_ROOT
 from helpers import assert_one_line_error, run_script
 
@@ -30,12 +32,12 @@ def test_epic_distance_is_the_pearson_distance_of_appendix_a():
     # independently: Pearson's rho from its definition, then D = sqrt((1 - rho) / 2)
     centred_r, centred_l = rewards - rewards.mean(), labels - labels.mean()
     rho = (centred_r @ centred_l) / np.sqrt((centred_r @ centred_r) * (centred_l @ centred_l))
-    assert clip_reward.epic_distance(rewards, labels) == pytest.approx(np.sqrt((1 - rho) / 2), rel=1e-12)
-    assert clip_reward.epic_distance(labels, labels) == pytest.approx(0.0, abs=1e-7)
-    assert clip_reward.epic_distance(5 * labels - 2, labels) == pytest.approx(0.0, abs=1e-7)  # blind to scale and offset
-    assert clip_reward.epic_distance(-labels, labels) == pytest.approx(1.0)
-    assert clip_reward.epic_distance(rng.normal(size=20000), (rng.random(20000) < 0.5)) == pytest.approx(np.sqrt(0.5), abs=0.01)
-    assert np.isnan(clip_reward.epic_distance(np.ones(10), labels[:10]))  # a constant reward has no correlation
+    assert epic_distance(rewards, labels) == pytest.approx(np.sqrt((1 - rho) / 2), rel=1e-12)
+    assert epic_distance(labels, labels) == pytest.approx(0.0, abs=1e-7)
+    assert epic_distance(5 * labels - 2, labels) == pytest.approx(0.0, abs=1e-7)  # blind to scale and offset
+    assert epic_distance(-labels, labels) == pytest.approx(1.0)
+    assert epic_distance(rng.normal(size=20000), (rng.random(20000) < 0.5)) == pytest.approx(np.sqrt(0.5), abs=0.01)
+    assert np.isnan(epic_distance(np.ones(10), labels[:10]))  # a constant reward has no correlation
 
 
 def test_the_state_set_is_labelled_by_the_predicates_and_plausible():
@@ -51,8 +53,8 @@ def test_the_state_set_is_labelled_by_the_predicates_and_plausible():
         met = clip_envs.task_success(env.unwrapped.data)
         assert [met[task] for task in tasks] == labels.tolist(), origin
         if origin != "random policy":
-            assert clip_envs.deepest_penetration(env.unwrapped.data) <= 0.01
-            assert clip_envs.lowest_point(env.unwrapped.model, env.unwrapped.data) <= 0.02
+            assert humanoid_poses.deepest_penetration(env.unwrapped.data) <= 0.01
+            assert humanoid_poses.lowest_point(env.unwrapped.model, env.unwrapped.data) <= 0.02
     env.close()
     goal_counts = saved["labels"].sum(axis=0)
     assert goal_counts.min() >= 40 and (len(saved["labels"]) - goal_counts).min() >= 400, dict(zip(tasks, goal_counts))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import clip_envs
+from assets import humanoid_poses
 
 
 def pitch(degrees):
@@ -18,7 +19,7 @@ def pitch(degrees):
     return [np.cos(np.radians(degrees) / 2), 0.0, np.sin(np.radians(degrees) / 2), 0.0]
 
 
-POSES, TORSO_PITCH = clip_envs.KEY_POSES, clip_envs.KEY_POSE_TORSO_PITCH
+POSES, TORSO_PITCH = humanoid_poses.KEY_POSES, humanoid_poses.KEY_POSE_TORSO_PITCH
 # Tasks that are standing poses also meet "standing".
 ALSO_STANDING = {"arms-raised", "hands-on-hips", "arms-crossed", "one-leg"}
 HANDS_TOUCHING = dict(right_shoulder1=41, right_shoulder2=-1, right_elbow=-36, left_shoulder1=-42, left_shoulder2=4, left_elbow=-34)
@@ -34,11 +35,11 @@ def humanoid():
 
 def place(env, joints, torso_pitch=0.0, lift=0.0):
     """Set the pose (degrees), rest it on the floor (plus `lift` metres), and return the model and data."""
-    clip_envs.rest_on_floor(env, joints, pitch(torso_pitch), lift)
+    humanoid_poses.rest_on_floor(env, joints, pitch(torso_pitch), lift)
     return env.unwrapped.model, env.unwrapped.data
 
 
-deepest_penetration = clip_envs.deepest_penetration
+deepest_penetration = humanoid_poses.deepest_penetration
 
 
 @pytest.mark.parametrize("task", list(POSES))
@@ -95,7 +96,7 @@ def test_predicates_do_not_depend_on_where_the_body_stands_or_faces(humanoid):
 
 
 def test_the_kneeling_pose_of_the_landscape_and_overview_meets_the_kneeling_task(humanoid):
-    standing, kneeling = clip_envs.standing_and_kneeling_qpos(humanoid)
+    standing, kneeling = humanoid_poses.standing_and_kneeling_qpos(humanoid)
     humanoid.unwrapped.set_state(kneeling, np.zeros(humanoid.unwrapped.model.nv))
     assert clip_envs.task_success(humanoid.unwrapped.data)["kneeling"] == 1.0
     humanoid.unwrapped.set_state(standing, np.zeros(humanoid.unwrapped.model.nv))
