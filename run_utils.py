@@ -311,7 +311,7 @@ class ReplayBuffer:
         self.actions = np.zeros((buffer_size, *action_shape), dtype=action_dtype)
         self.rewards = np.zeros(buffer_size, dtype=np.float32)
         self.dones = np.zeros(buffer_size, dtype=np.float32)
-        self.buffer_size, self.pos, self.full, self.device = buffer_size, 0, False, device
+        self.buffer_size, self.pos, self.full, self.device = buffer_size, 0, False, torch.device(device)
 
     def add(self, obs, next_obs, action, reward, done):
         self.obs[self.pos], self.next_obs[self.pos], self.actions[self.pos] = obs, next_obs, action
@@ -567,6 +567,14 @@ class Checkpoints:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _is_terminal(stream):
+    """Whether `stream` is a terminal with a size (a pseudo-terminal without one would show no bar)."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).lines > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class Progress:
     """The run's env steps as a tqdm bar with steps/s and the latest episodes' numbers (the mean over the episodes that
     ended since the last update: CLIP return, task success, ...). Where stdout is not a terminal (a log file, a
@@ -576,7 +584,7 @@ class Progress:
         self.total, self.start_step, self.start_time = total_timesteps, start_step, time.time()
         self.ended, self.latest = {}, {}
         self.bar = None
-        if sys.stdout.isatty():
+        if _is_terminal(sys.stdout):
             self.bar = tqdm(total=total_timesteps, initial=start_step, unit="step", file=sys.stdout, dynamic_ncols=True)
         self.printed_step, self.printed_time = start_step, self.start_time
 
@@ -591,9 +599,8 @@ class Progress:
             self.latest = {name: float(np.mean(values)) for name, values in self.ended.items()}
             self.ended = {}
         if self.bar is not None:
+            self.bar.set_postfix({name: f"{value:.2f}" for name, value in self.latest.items()}, refresh=False)
             self.bar.update(global_step - self.bar.n)
-            if self.latest:
-                self.bar.set_postfix({name: f"{value:.2f}" for name, value in self.latest.items()}, refresh=False)
         elif (global_step - self.printed_step >= self.total / 100 or time.time() - self.printed_time >= 60
               or global_step >= self.total):  # fmt: skip
             self.printed_step, self.printed_time = global_step, time.time()
