@@ -44,6 +44,10 @@ from PIL import Image  # noqa: E402
 TEXTURES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "textures")
 HUMANOID_TEXTURES = ("sky.png", "tiles.png", "robot.png")
 MOUNTAINCAR_TEXTURES = ("mountain_car_background.png", "mountain_car.png")
+# The smallest image (width, height) that still draws its part of the scene for CLIP: a 1x1 sprite is an invisible car.
+MIN_TEXTURE_SIZE = {"mountain_car_background.png": (60, 40), "mountain_car.png": (16, 8), "sky.png": (16, 16),
+                    "tiles.png": (8, 8), "robot.png": (8, 8)}  # fmt: skip
+CUBE_TEXTURES = ("sky.png", "robot.png")  # MuJoCo maps one file on a cube's faces: square, or six squares stacked
 
 
 # The paper's eight humanoid tasks and their goal prompts (Table 3, verbatim); the baseline is "a humanoid robot" for all.
@@ -94,13 +98,19 @@ def scene_textures(names, textures_dir=None, textured=True):
         try:
             with Image.open(path) as image:
                 image.load()
-                image_format = image.format
+                image_format, (width, height) = image.format, image.size
         except Exception as error:  # PIL raises many types for a broken file; all mean the same here
             raise SceneError(
                 f"cannot read texture {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
             )
         if image_format != "PNG":  # MuJoCo decodes texture files itself and reads PNG only
             raise SceneError(f"texture {path} is a {image_format} image; save it as PNG")
+        name = os.path.basename(path)
+        low_width, low_height = MIN_TEXTURE_SIZE.get(name, (1, 1))
+        if width < low_width or height < low_height:
+            raise SceneError(f"texture {path} is {width}x{height} px; {name} needs at least {low_width}x{low_height}")
+        if name in CUBE_TEXTURES and height not in (width, 6 * width):
+            raise SceneError(f"texture {path} is {width}x{height} px; {name} must be square (or six squares stacked)")
     return paths
 
 

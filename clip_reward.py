@@ -75,7 +75,12 @@ def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, p
 def check_alpha(alpha: float) -> None:
     """Raise CLIPRewardError unless 0 <= alpha <= 1."""
     if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:  # also rejects NaN
-        raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {alpha}")
+        got = (
+            f"{alpha!r} (a {type(alpha).__name__})"
+            if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool)
+            else alpha
+        )
+        raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {got}")
 
 
 # --------------------------------------------------------------------------------------
@@ -202,6 +207,8 @@ class CLIPReward(torch.nn.Module):
         """Embed each prompt, normalise each embedding, and return their mean (D,)."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)):
+            raise CLIPRewardError(f"{side} prompts must be a string or a list of strings, got {prompts!r}")
         prompts = list(prompts)
         if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
             raise CLIPRewardError(f"{side} prompts must be a non-empty list of non-empty strings, got {prompts!r}")
@@ -268,6 +275,10 @@ def load_clip(
     precision "fp16" or "bf16" holds the weights in half precision (open_clip's mixed precision: layer norms run in
     float32), half the memory (ViT-bigG-14: ~10 GB -> ~5 GB); the reward model then runs under autocast.
     """
+    if not isinstance(model_spec, str) or not model_spec.strip():
+        raise CLIPRewardError(f"model_spec must be a name such as {DEFAULT_MODEL!r}, got {model_spec!r}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise CLIPRewardError(f"checkpoint must be the path of a weights file, got {checkpoint!r}")
     device = _check_device(device)
     if precision not in PRECISIONS:
         raise CLIPRewardError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -279,6 +290,7 @@ def load_clip(
             folder = model_spec.split(":", 1)[1]
             if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
                 raise CLIPRewardError(f"{model_spec}: expected a folder with open_clip_config.json and a weights file")
+            _check_config(os.path.join(folder, "open_clip_config.json"))
             if not any(glob.glob(os.path.join(folder, f"*.{suffix}")) for suffix in ("safetensors", "bin", "pth")):
                 # open_clip would build the model with random weights: rewards that mean nothing
                 raise CLIPRewardError(
@@ -297,6 +309,8 @@ def load_clip(
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
             raise CLIPRewardError(f"CLIP checkpoint file not found: {checkpoint}")
+        if not _looks_like_weights(checkpoint):
+            raise CLIPRewardError(f"{checkpoint} is not a weights file (neither PyTorch's format nor safetensors)")
         pretrained = checkpoint
     elif not pretrained:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
@@ -357,10 +371,39 @@ def _create_model(name: str, pretrained: str | None, device, cache_dir: str | No
     return model.eval()
 
 
+def _check_config(path: str) -> None:
+    """CLIPRewardError unless `path` is an open_clip_config.json that open_clip can build a model from."""
+    import json
+
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CLIPRewardError(f"broken open_clip_config.json ({path}: {error})") from error
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise CLIPRewardError(
+            f'{path} has no "model_cfg": open_clip\'s format is {{"model_cfg": {{...}}, "preprocess_cfg": {{...}}}}'
+        )
+
+
+def _looks_like_weights(path: str) -> bool:
+    """Whether the file starts as a weights file does: PyTorch's zip or pickle, or safetensors' JSON header."""
+    with open(path, "rb") as f:
+        start = f.read(9)
+    return start[:2] == b"PK" or start[:1] == b"\x80" or (len(start) == 9 and start[8:9] == b"{")
+
+
 def _load_failure(error: Exception) -> str:
     """The real cause of a failed load, in a few words."""
     text = str(error)
-    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+    frames = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        frames.append(traceback.tb_frame.f_code.co_name)
+        traceback = traceback.tb_next
+    # open_clip resizes a position embedding of another size: the file is another model's
+    resized = any(name.startswith("resize_") and "pos_embed" in name for name in frames)
+    if resized or "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
         return "the weights do not fit this architecture (a file of another model?)"
     if "config" in text.lower() and ("json" in text.lower() or "valid" in text.lower()):
         return f"broken open_clip_config.json ({text.strip().splitlines()[-1][:120]})"
@@ -413,6 +456,9 @@ def load_reward_model(
     """Load CLIP (see `load_clip`) and build the reward model; device defaults to CUDA if available, precision to
     half-precision weights (fp16) on a GPU and float32 on a CPU."""
     check_alpha(alpha)  # fail before a multi-GB download, not after
+    for side, prompts in (("target", target_prompts), ("baseline", baseline_prompts)):
+        if not isinstance(prompts, (str, list, tuple)) or not all(isinstance(prompt, str) for prompt in prompts):
+            raise CLIPRewardError(f"{side}_prompts must be a string or a list of strings, got {prompts!r}")
     device = _check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = precision or ("fp16" if device.type == "cuda" else "fp32")
     model, tokenizer = load_clip(model_spec, checkpoint=checkpoint, device=device, precision=precision)

@@ -124,6 +124,7 @@ ARG_RULES = {
     "end_e": run_utils.in_range(0, 1),
     "exploration_fraction": run_utils.in_range(0, 1, open_low=True),
     "env_id": run_utils.Rule(lambda value, args: value in ("CartPole-v1", "CartPole-v0"), "CartPole-v1 or CartPole-v0"),
+    "buffer_size": run_utils.fits_in_memory(2 * 4 + 1 + 2),  # observation, next observation, action, reward, done
 }
 
 

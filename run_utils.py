@@ -177,6 +177,29 @@ COMMON_RULES = {
 }
 
 
+MAX_ENV_WORKERS = 256  # a process each: beyond this, minutes to start and a signal's worth of tracebacks
+
+
+def available_memory():
+    """Bytes of memory this machine can still give (Linux's MemAvailable; elsewhere the free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fits_in_memory(floats_per_transition):
+    """A --buffer-size whose transitions (that many 4-byte numbers each, shared out under torchrun) fit in memory."""
+
+    def test(value, args):
+        return value >= 1 and value * floats_per_transition * 4 / _world_size() <= available_memory()
+
+    gigabytes = available_memory() / 2**30
+    return Rule(test, f">= 1 and fit in this machine's {gigabytes:.1f} GB of free memory ({floats_per_transition * 4} bytes "
+                      "a transition)")  # fmt: skip
+
+
 def check_args(args, rules, world_size=1):
     """Exit with one line naming the first argument that breaks its rule, the value and what is valid; then the
     counts shared out over torchrun's processes, and --track's wandb."""
@@ -189,6 +212,15 @@ def check_args(args, rules, world_size=1):
             sys.exit(f"error: --{flag} must be a multiple of the {world_size} processes, got {value}")
     if args.track and importlib.util.find_spec("wandb") is None:
         sys.exit("error: --track needs Weights & Biases: pip install wandb")
+    if args.capture_video and os.path.exists("videos") and not (os.path.isdir("videos") and os.access("videos", os.W_OK)):
+        what = "not a writable folder" if os.path.isdir("videos") else "a file"
+        sys.exit(f"error: the run writes into videos/ here, and {os.path.abspath('videos')} is {what}")
+    workers = args.num_envs // world_size if getattr(args, "async_envs", False) else 1
+    if workers > MAX_ENV_WORKERS:
+        sys.exit(f"error: --num-envs {args.num_envs} starts {workers} env worker processes (at most {MAX_ENV_WORKERS}); "
+                 "use fewer envs or --no-async-envs")  # fmt: skip
+    if workers > 8 * (os.cpu_count() or 1):
+        print(f"warning: {workers} env worker processes on {os.cpu_count()} cores: they will take turns", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -400,6 +432,8 @@ def resume(args):
     if args.resume is None:
         return args, None
     script = os.path.basename(sys.argv[0])
+    if not os.path.isdir(args.resume):
+        sys.exit(f"error: --resume {args.resume}: no such folder (a run folder is runs/ENV__EXP__SEED__TIME)")
     checkpoint_path = latest_checkpoint(args.resume)
     if checkpoint_path is None:
         sys.exit(f"error: --resume {args.resume}: no checkpoints/step_*.pt in that folder")
@@ -418,7 +452,11 @@ def resume(args):
         sys.exit(f"error: --resume {args.resume}: that run was written by {checkpoint['script']}; resume it with that script")
     if len(checkpoint["ranks"]) != _world_size():
         sys.exit(f"error: --resume {args.resume}: the run had {len(checkpoint['ranks'])} processes; resume it with as many")
-    saved = type(args)(**{**checkpoint["args"], **{name: getattr(args, name) for name in NEW_ON_RESUME}})
+    try:
+        saved = type(args)(**{**checkpoint["args"], **{name: getattr(args, name) for name in NEW_ON_RESUME}})
+    except TypeError:  # another script's arguments
+        env_id = checkpoint["args"].get("env_id", "another env")
+        sys.exit(f"error: --resume {args.resume}: that run ({env_id}) was not written by {script}; resume it with its own")
     # The command line parsed again with the run's values as defaults: any flag given with another value shows.
     given = tyro.cli(type(args), default=saved)
     for field in fields(saved):

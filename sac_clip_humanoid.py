@@ -128,7 +128,8 @@ ARG_RULES = {
     "policy_lr": run_utils.POSITIVE_FINITE,
     "q_lr": run_utils.POSITIVE_FINITE,
     "ent_coef": run_utils.NON_NEGATIVE_FINITE,
-    "render_size": run_utils.in_range(1, 4096),
+    "render_size": run_utils.in_range(32, 4096),  # below 32 px the body is a few pixels: no pose left to see
+    "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
 }
 

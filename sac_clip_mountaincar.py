@@ -123,6 +123,7 @@ ARG_RULES = {
     "q_lr": run_utils.POSITIVE_FINITE,
     "ent_coef": run_utils.NON_NEGATIVE_FINITE,
     "env_id": run_utils.Rule(lambda value, args: value == "MountainCarContinuous-v0", "MountainCarContinuous-v0"),
+    "buffer_size": run_utils.fits_in_memory(2 * 2 + 1 + 2),  # observation, next observation, action, reward, done
 }
 
 

@@ -34,7 +34,11 @@ CASES = [
     (MOUNTAINCAR, ["--gamma", "1.5"], "--gamma must be in [0, 1]"),
     (MOUNTAINCAR, ["--env-id", "Pendulum-v1"], "--env-id must be MountainCarContinuous-v0"),
     (HUMANOID, ["--policy-lr", "inf"], "--policy-lr must be > 0 and finite"),
-    (HUMANOID, ["--render-size", "100000"], "--render-size must be in [1, 4096]"),
+    (HUMANOID, ["--render-size", "100000"], "--render-size must be in [32, 4096]"),
+    (HUMANOID, ["--render-size", "1"], "--render-size must be in [32, 4096], got 1"),
+    (DQN, ["--buffer-size", "100000000000"], "--buffer-size must be >= 1 and fit in this machine's"),
+    (HUMANOID, ["--buffer-size", "0"], "--buffer-size must be >= 1"),
+    (DQN, ["--num-envs", "1000"], "--num-envs 1000 starts 1000 env worker processes (at most 256)"),
     (HUMANOID, ["--env-id", "Humanoid-v4"], "--env-id must be Humanoid-v5"),
     (HUMANOID, ["--camera", "3", "nan", "0", "1"], "--camera takes DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, finite"),
     (HUMANOID, ["--camera", "inf", "-10", "180", "1"], "--camera takes"),
@@ -167,3 +171,65 @@ def test_a_damaged_checkpoint_is_named(tmp_path, monkeypatch):
 
         runpy.run_path(os.path.join(REPO_ROOT, "evaluate.py"), run_name="__main__")
     assert "cannot read" in exit_info.value.code and "step_000000100.pt as a checkpoint" in exit_info.value.code
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: clip_reward.load_reward_model(123, ["a"], ["b"], 0.0, device="cpu"), "model_spec must be a name such as"),
+    (lambda: clip_reward.load_reward_model(None, ["a"], ["b"], 0.0, device="cpu"), "got None"),
+    (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, None, ["b"], 0.0, device="cpu"), "target_prompts must be a string"),
+    (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], [3], 0.0, device="cpu"), "baseline_prompts must be a string"),
+    (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], ["b"], "0.5", device="cpu"), r"got '0.5' \(a str\)"),
+])
+def test_the_python_api_names_the_argument_of_the_wrong_type(call, message):
+    with pytest.raises(clip_reward.CLIPRewardError, match=message):
+        call()
+
+
+def test_weights_files_that_cannot_be_loaded_say_why(tmp_path):
+    text = tmp_path / "notes.bin"
+    text.write_text("hello, not weights")
+    with pytest.raises(clip_reward.CLIPRewardError, match="notes.bin is not a weights file"):
+        clip_reward.load_clip("ViT-B-32", checkpoint=str(text))
+    tiny_weights = f"{REPO_ROOT}/assets/tiny-cartpole-clip-for-tests/open_clip_model.safetensors"
+    with pytest.raises(clip_reward.CLIPRewardError, match="do not fit this architecture"):  # another model's weights
+        clip_reward.load_clip("ViT-B-32", checkpoint=tiny_weights)
+    empty = tmp_path / "empty-config"
+    save_tiny_clip(str(empty))
+    (empty / "open_clip_config.json").write_text("{}")
+    with pytest.raises(clip_reward.CLIPRewardError, match=r'open_clip_config.json has no "model_cfg": open_clip\'s format is'):
+        clip_reward.load_clip(f"local-dir:{empty}")
+
+
+def test_textures_are_checked_for_what_the_scene_can_draw(tmp_path, monkeypatch):
+    import clip_envs
+    from PIL import Image
+
+    monkeypatch.chdir(REPO_ROOT)
+    paths = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES, "assets/textures")  # relative, as a user types it
+    assert all(os.path.isabs(path) and os.path.isfile(path) for path in paths.values())  # env workers may run elsewhere
+    Image.new("RGB", (100, 60)).save(tmp_path / "sky.png")
+    with pytest.raises(clip_envs.SceneError, match=r"sky.png is 100x60 px; sky.png must be square"):
+        clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES, str(tmp_path))
+    os.remove(tmp_path / "sky.png")
+    Image.new("RGB", (1, 1)).save(tmp_path / "mountain_car.png")
+    with pytest.raises(clip_envs.SceneError, match=r"mountain_car.png is 1x1 px; mountain_car.png needs at least 16x8"):
+        clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES, str(tmp_path))
+
+
+def test_resuming_a_missing_folder_or_another_scripts_run_is_named(tmp_path, monkeypatch):
+    message = exit_message(DQN, ["--resume", "runs/nope"], tmp_path, monkeypatch, new_run=False)
+    assert "--resume runs/nope: no such folder" in message
+    from sac_clip_mountaincar import Args
+
+    run = tmp_path / "runs" / "MountainCarContinuous-v0__sac_clip_mountaincar__1__1"
+    (run / "checkpoints").mkdir(parents=True)
+    # a checkpoint that does not say its script: its arguments tell
+    torch.save({"args": vars(Args()), "global_step": 100, "ranks": [{}]}, run / "checkpoints" / "step_000000100.pt")
+    message = exit_message(DQN, ["--resume", f"runs/{run.name}"], tmp_path, monkeypatch, new_run=False)
+    assert "that run (MountainCarContinuous-v0) was not written by dqn_clip_cartpole.py" in message
+
+
+def test_a_videos_file_where_the_videos_go_is_refused_before_the_run(tmp_path, monkeypatch):
+    (tmp_path / "videos").write_text("a file where the videos/ folder should be")
+    message = exit_message(DQN, ["--clip-model", TINY_CARTPOLE_CLIP, "--capture-video"], tmp_path, monkeypatch)
+    assert f"the run writes into videos/ here, and {tmp_path / 'videos'} is a file" in message

@@ -47,7 +47,7 @@ def test_progress_is_a_tqdm_bar_on_a_terminal(monkeypatch):
 
 def test_rules_name_the_argument_the_value_and_what_is_valid():
     args = SimpleNamespace(num_envs=4, learning_starts=10, total_timesteps=100, hidden_sizes=(64, 0), gamma=float("nan"),
-                           batch_size=32, track=False)
+                           batch_size=32, track=False, capture_video=False)
     rules = {"gamma": run_utils.in_range(0, 1), "hidden_sizes": run_utils.at_least(1), "tau": run_utils.in_range(0, 1, True)}
     with pytest.raises(SystemExit, match=r"^error: --gamma must be in \[0, 1\], got nan$"):
         run_utils.check_args(args, {"gamma": rules["gamma"]})
