@@ -30,6 +30,7 @@ import tyro
 
 import clip_envs
 import clip_reward
+import run_utils
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -130,7 +131,7 @@ def task_prompts(env, task):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    args.tasks = args.tasks or tuple(TASKS[args.env])
+    args.tasks = tuple(TASKS[args.env]) if args.tasks is None else args.tasks
     unknown = [task for task in args.tasks if task not in TASKS[args.env]]
     checkpoints = args.clip_checkpoint or ("-",) * len(args.clip_model)
     if unknown:
@@ -139,6 +140,11 @@ if __name__ == "__main__":
         sys.exit(f"error: --clip-checkpoint needs one entry per --clip-model ({len(args.clip_model)}), '-' for none")
     if args.num_states < 2 or (args.max_states is not None and args.max_states < 2):
         sys.exit("error: --num-states and --max-states must be >= 2")
+    for flag, values in (("--clip-model", args.clip_model), ("--tasks", args.tasks), ("--alphas", args.alphas)):
+        if len(values) == 0:
+            sys.exit(f"error: {flag} was given no values: give at least one, or leave it out for the default")
+    if not 32 <= args.render_size <= 4096:
+        sys.exit(f"error: --render-size must be in [32, 4096] (as in sac_clip_humanoid.py), got {args.render_size}")
     try:
         for alpha in args.alphas:
             clip_reward.check_alpha(alpha)
@@ -147,6 +153,7 @@ if __name__ == "__main__":
     csv_path = os.path.join(args.output_dir, "epic.csv")
     if os.path.exists(csv_path) and not args.overwrite:
         sys.exit(f"error: {csv_path} exists from an earlier run: pass --overwrite, or another --output-dir")
+    run_utils.writable_folder(args.output_dir, "--output-dir")  # before the scoring, whose results go there
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     try:

@@ -33,6 +33,7 @@ from PIL import Image
 
 import clip_envs
 import clip_reward
+import run_utils
 from assets import humanoid_poses
 from clip_reward_epic import epic_distance
 
@@ -132,6 +133,9 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.num_states < 2:
         sys.exit(f"error: --num-states must be >= 2, got {args.num_states}")
+    for flag, values in (("--prompt", args.prompt), ("--baseline-prompt", args.baseline_prompt), ("--alphas", args.alphas)):
+        if values is not None and len(values) == 0:
+            sys.exit(f"error: {flag} was given no values: give at least one, or leave it out for the default")
     stem = os.path.join(args.output_dir, f"{args.env}_landscape")
     earlier = [path for path in (f"{stem}.png", f"{stem}.csv") if os.path.exists(path)]
     if args.save_frames:
@@ -144,9 +148,12 @@ if __name__ == "__main__":
     try:
         if args.env == "humanoid":
             clip_envs.check_camera(args.camera)
-        textures = clip_envs.scene_textures(names, args.textures_dir) if names and args.textured else None
+        textures = clip_envs.scene_textures(names, args.textures_dir, args.textured) if names else None
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")
+    run_utils.writable_folder(args.output_dir, "--output-dir")
+    if args.save_frames:
+        run_utils.writable_folder(args.save_frames, "--save-frames")
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     try:
         for alpha in args.alphas:

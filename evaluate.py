@@ -17,6 +17,7 @@ from gymnasium.utils.save_video import save_video
 
 import clip_envs
 import clip_reward
+import run_utils
 
 
 @dataclass
@@ -94,6 +95,8 @@ if __name__ == "__main__":
         sys.exit(f"error: --video-episodes must be >= 0, got {args.video_episodes}")
     if not 0 <= args.seed <= 2**32 - 1 - args.episodes:
         sys.exit(f"error: --seed must be in [0, 2**32 - 1 - episodes], got {args.seed}")
+    if args.output_dir is not None and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        sys.exit(f"error: --output-dir {args.output_dir} is a file, not a folder")
     if not os.path.isdir(args.run_dir):
         sys.exit(f"error: {args.run_dir}: no such folder")
     if args.checkpoint is None:
@@ -111,6 +114,14 @@ if __name__ == "__main__":
         sys.exit(f"error: {args.checkpoint}: a run on {saved['env_id']}, which evaluate.py does not know")
     script = __import__(SCRIPTS[env_family])  # for its network classes
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    step = checkpoint["global_step"]
+    output_dir = args.output_dir or os.path.join(args.run_dir, f"eval_step_{step}")
+    for suffix in range(1, 1000):  # never overwrite an earlier evaluation
+        if not os.path.exists(output_dir):
+            break
+        output_dir = f"{args.output_dir or os.path.join(args.run_dir, f'eval_step_{step}')}_{suffix}"
+    run_utils.writable_folder(output_dir, "--output-dir")  # before the work, whose results go there
 
     reward_model = None
     if saved.get("reward", "clip") == "clip":  # the CLIP return, with the run's own model, prompts and alpha
@@ -141,14 +152,6 @@ if __name__ == "__main__":
         actor = script.Actor(envs, saved["hidden_sizes"]).to(device)
         actor.load_state_dict(checkpoint["actor"])
         policy = lambda obs: actor.get_action(obs)[2]  # the mean action: no sampling
-
-    step = checkpoint["global_step"]
-    output_dir = args.output_dir or os.path.join(args.run_dir, f"eval_step_{step}")
-    for suffix in range(1, 1000):  # never overwrite an earlier evaluation
-        if not os.path.exists(output_dir):
-            break
-        output_dir = f"{args.output_dir or os.path.join(args.run_dir, f'eval_step_{step}')}_{suffix}"
-    os.makedirs(output_dir)
 
     rows = []
     for first in range(0, args.episodes, args.num_envs):

@@ -25,6 +25,7 @@ import random
 import re
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, fields
 from typing import Any, Callable, NamedTuple
@@ -198,6 +199,17 @@ def fits_in_memory(floats_per_transition):
     gigabytes = available_memory() / 2**30
     return Rule(test, f">= 1 and fit in this machine's {gigabytes:.1f} GB of free memory ({floats_per_transition * 4} bytes "
                       "a transition)")  # fmt: skip
+
+
+def writable_folder(path, flag):
+    """Make the output folder `path` (given as `flag`) if it is missing, and exit with one line unless files can be
+    written into it: results go there after the work, so this is checked before."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        sys.exit(f"error: {flag} {path}: cannot write there ({error.strerror or error})")
 
 
 def check_args(args, rules, world_size=1):

@@ -3,6 +3,7 @@ before any work. (The scripts run in this process up to their checks; tests/test
 
 import json
 import os
+import sys
 
 import open_clip
 import pytest
@@ -233,3 +234,37 @@ def test_a_videos_file_where_the_videos_go_is_refused_before_the_run(tmp_path, m
     (tmp_path / "videos").write_text("a file where the videos/ folder should be")
     message = exit_message(DQN, ["--clip-model", TINY_CARTPOLE_CLIP, "--capture-video"], tmp_path, monkeypatch)
     assert f"the run writes into videos/ here, and {tmp_path / 'videos'} is a file" in message
+
+
+def run_tool(tool, args, cwd, monkeypatch):
+    """Run a tool in this process up to its checks; any scoring (a reward model loaded) fails the test. Returns the
+    one-line error it exits with."""
+    import runpy
+
+    def work_started(*args, **kwargs):
+        raise AssertionError("the tool started its work before refusing its input")
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [tool, "--no-cuda", *map(str, args)])
+    monkeypatch.setattr(clip_reward, "load_reward_model", work_started)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(os.path.join(REPO_ROOT, tool), run_name="__main__")
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("tool, args, message", [
+    ("clip_reward_landscape.py", ["--prompt"], "--prompt was given no values"),
+    ("clip_reward_landscape.py", ["--alphas"], "--alphas was given no values"),
+    ("clip_reward_landscape.py", ["--output-dir", "a-file"], "--output-dir a-file: cannot write there"),
+    ("clip_reward_landscape.py", ["--save-frames", "a-file/frames"], "--save-frames a-file/frames: cannot write there"),
+    ("clip_reward_landscape.py", ["--env", "humanoid", "--no-textured", "--textures-dir", "."], "needs the textured scene"),
+    ("clip_reward_epic.py", ["--clip-model"], "--clip-model was given no values"),
+    ("clip_reward_epic.py", ["--alphas"], "--alphas was given no values"),
+    ("clip_reward_epic.py", ["--render-size", "0"], "--render-size must be in [32, 4096] (as in sac_clip_humanoid.py), got 0"),
+    ("clip_reward_epic.py", ["--env", "cartpole", "--output-dir", "a-file"], "--output-dir a-file: cannot write there"),
+])  # fmt: skip
+def test_the_tools_refuse_bad_input_before_their_work(tool, args, message, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("a file where a folder should be")
+    assert message in run_tool(tool, args, tmp_path, monkeypatch)

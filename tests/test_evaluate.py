@@ -76,6 +76,11 @@ def test_evaluate_a_chosen_checkpoint_and_bad_input(cartpole_run, tmp_path):
     assert_one_line_error(run_script("evaluate.py", [tmp_path], cwd), "no checkpoints/step_*.pt")
     assert_one_line_error(run_script("evaluate.py", [run_dir, "--checkpoint", tmp_path / "nope.pt"], cwd), "no such file")
     assert_one_line_error(run_script("evaluate.py", [run_dir, "--episodes", 0], cwd), "--episodes must be >= 1")
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run_script("evaluate.py", [run_dir, "--output-dir", tmp_path / "a-file"], cwd)
+    assert_one_line_error(result, f"--output-dir {tmp_path / 'a-file'} is a file, not a folder")
+    result = run_script("evaluate.py", [run_dir, "--output-dir", tmp_path / "a-file" / "eval"], cwd)  # under a file
+    assert_one_line_error(result, "cannot write there")
 
 
 def test_evaluate_a_humanoid_run_counts_the_task_predicate(tiny_clip_spec, tmp_path):
