@@ -336,7 +336,7 @@ if __name__ == "__main__":
             run_utils.upload_videos(run_name)  # with --track and --capture-video
         progress.update(global_step)
 
-        # TRY NOT TO MODIFY: save data to reply buffer
+        # save data to reply buffer: a transition per env, none for the step that resets a finished episode
         for i in np.flatnonzero(~autoreset):
             rb.add(obs[i], next_obs[i], actions[i], rewards[i], terminations[i])
         autoreset = np.logical_or(terminations, truncations)
