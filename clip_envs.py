@@ -492,6 +492,9 @@ def task_success(data):
     return {task: float(bool(holds(measures))) for task, holds in TASK_PREDICATES.items()}
 
 
+POSE_INDICATORS = ("torso_height", "head_height", *HUMANOID_TASKS)  # the keys of `pose_indicators`
+
+
 def pose_indicators(data):
     """Per-step pose information for logging: torso and head height and, for every task, whether it holds now."""
     torso_height, head_height = data.body("torso").xpos[2], data.geom("head").xpos[2]

@@ -116,8 +116,7 @@ def save_atomic(obj, path):
     temporary = f"{path}.tmp"
 
 
-# Every argument and what it may be, checked before any work (run_utils.check_args).
-ARG_RULES = {
+ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **run_utils.COMMON_RULES,
     "learning_rate": run_utils.POSITIVE_FINITE,
     "start_e": run_utils.in_range(0, 1),

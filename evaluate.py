@@ -73,7 +73,13 @@ def make_env(saved, env_family):
     if env_family == "MountainCar":
         return clip_envs.make_mountaincar(saved["env_id"], saved["episode_length"], textures)
     return clip_envs.make_humanoid(
-        saved["env_id"], saved["episode_length"], textures, saved["render_size"], saved["camera"], saved["camera_follow"]
+        saved["env_id"],
+        saved["episode_length"],
+        textures,
+        saved["render_size"],
+        saved["camera"],
+        saved["camera_follow"],
+        quality=saved.get("render_quality"),
     )
 
 

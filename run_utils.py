@@ -142,8 +142,10 @@ class Rule:
 
 
 def at_least(low):
-    """A count or a tuple of counts, each >= low (NaN fails every comparison, so it is refused too)."""
-    return Rule(lambda value, args: all(v >= low for v in (value if isinstance(value, tuple) else (value,))), f">= {low}")
+    """A count or a tuple of counts, each >= low (NaN fails every comparison, so it is refused too); None, an optional
+    argument left out, is valid."""
+    return Rule(lambda value, args: value is None or all(v >= low for v in (value if isinstance(value, tuple) else (value,))),
+                f">= {low}")  # fmt: skip
 
 
 def in_range(low, high, open_low=False):

@@ -79,6 +79,8 @@ class Args:
     """move the camera's look-at point with the torso across the floor (the paper's camera stays fixed)"""
     render_size: int = clip_envs.RENDER_SIZE
     """frames are rendered this many pixels square (the videos' size), then resized to CLIP's input"""
+    render_quality: Optional[tuple[int, int]] = None
+    """MuJoCo's shadow map size and multisamples, e.g. 512 0 for CPU experiments; default: MuJoCo's 4096 4, the paper's"""
 
     # Algorithm specific arguments
     env_id: str = "Humanoid-v5"
@@ -121,14 +123,14 @@ class Args:
     """units in the two hidden layers of the actor and the Q networks (the paper's 256 256)"""
 
 
-# Every argument and what it may be, checked before any work (run_utils.check_args).
-ARG_RULES = {
+ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **run_utils.COMMON_RULES,
     "policy_frequency": run_utils.at_least(1),
     "policy_lr": run_utils.POSITIVE_FINITE,
     "q_lr": run_utils.POSITIVE_FINITE,
     "ent_coef": run_utils.NON_NEGATIVE_FINITE,
-    "render_size": run_utils.in_range(32, 4096),  # below 32 px the body is a few pixels: no pose left to see
+    "render_size": run_utils.in_range(32, 4096),
+    "render_quality": run_utils.at_least(0),  # below 32 px the body is a few pixels: no pose left to see
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
 }
@@ -249,7 +251,7 @@ if __name__ == "__main__":
     # env setup: under torchrun each rank runs its share of the run's envs (their seeds and video as in one process)
     local_envs, render = run_utils.local_envs(args.num_envs), reward_model is not None
     scene = dict(episode_length=args.episode_length, textures=textures, render_size=args.render_size)  # what CLIP sees
-    scene.update(camera=args.camera, follow=args.camera_follow)
+    scene.update(camera=args.camera, follow=args.camera_follow, quality=args.render_quality)
     with run_utils.exit_on_bad_input():
         envs = run_utils.vector_env(
             [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, render, **scene) for i in local_envs],
@@ -291,9 +293,7 @@ if __name__ == "__main__":
         obs, _ = envs.reset(seed=args.seed + local_envs[0])
     # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
     autoreset = np.zeros(envs.num_envs, dtype=bool)
-    # what each env's episode in progress has summed so far: CLIP's reward, each task's predicate, the heights
-    pose_names = ("torso_height", "head_height", *clip_envs.HUMANOID_TASKS)
-    episode_sums = {name: np.zeros(envs.num_envs) for name in ("clip_return", *pose_names)}
+    episode_sums = {name: np.zeros(envs.num_envs) for name in ("clip_return", *clip_envs.POSE_INDICATORS)}
     num_iterations = args.total_timesteps // args.num_envs
     start_iteration, updates_start, num_updates = 1, args.learning_starts, 0
     if checkpoint is not None:  # --resume: everything as the checkpoint left it
@@ -323,7 +323,7 @@ if __name__ == "__main__":
 
         # Success without a human rater: the task's predicate on the state (clip_envs.TASK_PREDICATES) on at least half of
         # the episode's steps (the paper's rule); pose/* log every task's fraction and the mean heights.
-        for name in pose_names:
+        for name in clip_envs.POSE_INDICATORS:
             episode_sums[name] += np.where(autoreset, 0.0, infos[name])
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
@@ -336,7 +336,7 @@ if __name__ == "__main__":
                 writer.add_scalar("charts/task_fraction", task_fraction, global_step)
                 writer.add_scalar("charts/success", success, global_step)
                 writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
-                for name in pose_names:
+                for name in clip_envs.POSE_INDICATORS:
                     writer.add_scalar(f"pose/{name}", episode_sums[name][i] / length, global_step)
                 progress.episode(clip_return=clip_return, **{args.task: task_fraction}, success=success)
                 checkpoints.record_return(clip_return)

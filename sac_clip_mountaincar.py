@@ -115,8 +115,7 @@ class Args:
     """units in the two hidden layers of the actor and the Q networks (the paper's 64 64)"""
 
 
-# Every argument and what it may be, checked before any work (run_utils.check_args).
-ARG_RULES = {
+ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **run_utils.COMMON_RULES,
     "policy_frequency": run_utils.at_least(1),
     "policy_lr": run_utils.POSITIVE_FINITE,
@@ -281,7 +280,6 @@ if __name__ == "__main__":
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
     # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
     autoreset = np.zeros(envs.num_envs, dtype=bool)
-    # what each env's episode in progress has summed so far
     episode_sums = {"clip_return": np.zeros(envs.num_envs), "steps_at_flag": np.zeros(envs.num_envs)}
     num_iterations = args.total_timesteps // args.num_envs
     start_iteration, updates_start, num_updates = 1, args.learning_starts, 0

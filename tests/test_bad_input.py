@@ -39,6 +39,7 @@ CASES = [
     (HUMANOID, ["--render-size", "1"], "--render-size must be in [32, 4096], got 1"),
     (DQN, ["--buffer-size", "100000000000"], "--buffer-size must be >= 1 and fit in this machine's"),
     (HUMANOID, ["--buffer-size", "0"], "--buffer-size must be >= 1"),
+    (HUMANOID, ["--render-quality", "512", "-1"], "--render-quality must be >= 0, got (512, -1)"),
     (DQN, ["--num-envs", "1000"], "--num-envs 1000 starts 1000 env worker processes (at most 256)"),
     (HUMANOID, ["--env-id", "Humanoid-v4"], "--env-id must be Humanoid-v5"),
     (HUMANOID, ["--camera", "3", "nan", "0", "1"], "--camera takes DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, finite"),

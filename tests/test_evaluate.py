@@ -85,7 +85,8 @@ def test_evaluate_a_chosen_checkpoint_and_bad_input(cartpole_run, tmp_path):
 
 def test_evaluate_a_humanoid_run_counts_the_task_predicate(tiny_clip_spec, tmp_path):
     args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 40, "--num-envs", 2, "--episode-length", 20,
-            "--render-size", 48, "--learning-starts", 20, "--batch-size", 16, "--hidden-sizes", 16, 16, "--task", "standing"]
+            "--render-size", 48, "--learning-starts", 20, "--batch-size", 16, "--hidden-sizes", 16, 16, "--task", "standing",
+            "--render-quality", 256, 0]
     result = run_script("sac_clip_humanoid.py", args, tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
@@ -98,3 +99,8 @@ def test_evaluate_a_humanoid_run_counts_the_task_predicate(tiny_clip_spec, tmp_p
     assert all(0 < f < 1 for f in fractions), fractions
     assert all(row["ground_truth_return"] == "" for row in rows)  # no ground truth for a pose
     assert "ground-truth return" not in result.stdout and len(glob.glob(f"{folder}/*.mp4")) == 1
+    import evaluate  # evaluates in the scene the run trained in, its render quality included
+
+    saved = torch.load(glob.glob(f"{run_dir}/checkpoints/step_*.pt")[0], weights_only=False)["args"]
+    quality = evaluate.make_env(saved, "Humanoid").unwrapped.model.vis.quality
+    assert (quality.shadowsize, quality.offsamples) == (256, 0)

@@ -31,7 +31,7 @@ RUNS = {
                                 "--train-frequency", 5, "--gradient-steps", 20, "--batch-size", 16, "--buffer-size", 1000],
     "sac_clip_humanoid.py": ["--total-timesteps", 120, "--num-envs", 2, "--episode-length", 25, "--learning-starts", 60,
                              "--train-frequency", 5, "--gradient-steps", 40, "--batch-size", 16, "--buffer-size", 1000,
-                             "--render-size", 96],
+                             "--render-size", 96, "--render-quality", 512, 0],
 }  # fmt: skip
 
 
@@ -87,6 +87,9 @@ def test_each_transition_stores_the_clip_reward_of_the_frame_after_its_action(sc
     resets = sum(ended.sum() for ended in seen.ended[:-1])
     assert rb.pos == num_steps * num_envs - resets and resets > 0
     assert len(set(rb.rewards[: rb.pos].tolist())) > rb.pos // 2  # CLIP rewards, not an env's constant per-step reward
+    if script == "sac_clip_humanoid.py":  # --render-quality reaches the envs CLIP sees
+        quality = script_globals["envs"].envs[0].unwrapped.model.vis.quality
+        assert (quality.shadowsize, quality.offsamples) == (512, 0)
 
 
 @pytest.mark.parametrize("script", RUNS)
