@@ -5,7 +5,6 @@
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -109,11 +108,6 @@ class Args:
     """Q-network updates (gradient steps) per training phase"""
     hidden_sizes: tuple[int, int] = (120, 84)
     """units in the Q network's two hidden layers (CleanRL's 120 84; the paper's 256 256)"""
-
-
-def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: a crash or a full disk never leaves a broken file under `path`."""
-    temporary = f"{path}.tmp"
 
 
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)

@@ -6,7 +6,8 @@ cleanrl_utils the same way). Each piece is one call at the matching step of a sc
     run_utils.check_args(args, ARG_RULES, world_size)    # every argument against its rule, before any work
     stop = run_utils.StopOnSignal()                      # SIGTERM / SIGINT end the run after a step, with a checkpoint
     device = run_utils.init_device(args.cuda)            # cuda:LOCAL_RANK or the CPU, and torchrun's process group
-    run_name, writer = run_utils.open_run(args, device, checkpoint)  # runs/NAME, TensorBoard, wandb
+    run_name, writer = run_utils.open_run(args, device, checkpoint, reward_model)  # runs/NAME, TensorBoard, wandb
+    envs = run_utils.vector_env([...], args.async_envs)  # this process's share of the envs, in worker processes
     rb = run_utils.ReplayBuffer(...)                     # numpy arrays, with a state for checkpoints
     checkpoints = run_utils.Checkpoints(...)             # when to write, writing, restoring
     progress = run_utils.Progress(...)                   # a tqdm bar (plain lines in a log file)

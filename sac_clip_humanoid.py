@@ -5,7 +5,6 @@
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass
 from typing import Literal, Optional
 

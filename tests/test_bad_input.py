@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import clip_reward
-from conftest import REPO_ROOT, TINY_MODEL_CFG, save_tiny_clip
+from conftest import REPO_ROOT, save_tiny_clip
 from helpers import assert_one_line_error, exit_message, run_script
 
 DQN, MOUNTAINCAR, HUMANOID = "dqn_clip_cartpole.py", "sac_clip_mountaincar.py", "sac_clip_humanoid.py"

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import clip_envs
-import clip_reward
 from assets import humanoid_poses
 from clip_reward_epic import epic_distance
 from conftest import REPO_ROOT
