@@ -310,7 +310,9 @@ def load_clip(
         if not os.path.isfile(checkpoint):
             raise CLIPRewardError(f"CLIP checkpoint file not found: {checkpoint}")
         if not _looks_like_weights(checkpoint):
-            raise CLIPRewardError(f"{checkpoint} is not a weights file (neither PyTorch's format nor safetensors)")
+            raise CLIPRewardError(
+                f"could not load {checkpoint} as {architecture} weights: not a weights file (neither PyTorch's nor safetensors)"
+            )
         pretrained = checkpoint
     elif not pretrained:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
