@@ -399,82 +399,79 @@ def pose_measures(data):
     }
 
 
+# Each task is a list of margins, one per condition of its Table 2 criterion: positive when the condition holds, and
+# otherwise minus how far it is from holding (metres, or cosines for the torso's tilt). The task holds when every margin
+# is positive; its dense score (a ground-truth reward) falls off with the summed shortfall, and is 1 when it holds.
+SCORE_SCALE = 0.25  # a summed shortfall this large scores exp(-1)
+
+
 def _standing(m):
     """Upright with the torso high, at least one foot on the floor and no knee down: not falling."""
-    return (
-        m["upright"] > UPRIGHT
-        and m["torso_height"] > 1.05
-        and min(m["foot_heights"]) < FOOT_ON_FLOOR
-        and min(m["knee_heights"]) > KNEE_ON_FLOOR + 0.15
-    )
+    return [
+        m["upright"] - UPRIGHT,
+        m["torso_height"] - 1.05,
+        FOOT_ON_FLOOR - min(m["foot_heights"]),
+        min(m["knee_heights"]) - (KNEE_ON_FLOOR + 0.15),
+    ]
 
 
 def _kneeling(m):
     """Both knees on the floor (not in the air), torso upright and raised above them (not sitting or lying)."""
-    return max(m["knee_heights"]) < KNEE_ON_FLOOR and m["upright"] > UPRIGHT and m["torso_height"] > 0.7
+    return [KNEE_ON_FLOOR - max(m["knee_heights"]), m["upright"] - UPRIGHT, m["torso_height"] - 0.7]
 
 
 def _lotus(m):
     """Seated upright, both knees on the floor and out to the sides, each foot tucked in nearer the middle than its knee."""
     (left_knee, right_knee), (left_foot, right_foot) = m["knees_local"], m["feet_local"]
-    return (
-        m["butt_height"] < 0.25  # on the floor or on the heels: the body's hip limits allow no deeper lotus
-        and m["upright"] > UPRIGHT
-        and max(m["knee_heights"]) < KNEE_ON_FLOOR
-        and left_knee[1] - right_knee[1] > 0.45
-        and abs(left_foot[1]) < left_knee[1] - 0.1
-        and abs(right_foot[1]) < -right_knee[1] - 0.1
-    )
+    return [
+        0.25 - m["butt_height"],  # on the floor or on the heels: the body's hip limits allow no deeper lotus
+        m["upright"] - UPRIGHT,
+        KNEE_ON_FLOOR - max(m["knee_heights"]),
+        left_knee[1] - right_knee[1] - 0.45,
+        left_knee[1] - 0.1 - abs(left_foot[1]),
+        -right_knee[1] - 0.1 - abs(right_foot[1]),
+    ]
 
 
 def _arms_raised(m):
     """Standing with both hands above the head."""
-    return _standing(m) and min(m["hand_heights"]) > m["head_height"] + 0.05
+    return _standing(m) + [min(m["hand_heights"]) - (m["head_height"] + 0.05)]
 
 
 def _splits(m):
     """On the floor (hips low), both feet on the floor far out to the sides, legs stretched."""
     (left_foot, right_foot), (left_hip, right_hip) = m["feet_local"], m["hips_local"]
     leg_lengths = [np.linalg.norm(foot - hip) for foot, hip in ((left_foot, left_hip), (right_foot, right_hip))]
-    return (
-        m["butt_height"] < 0.35
-        and max(m["foot_heights"]) < FOOT_ON_FLOOR
-        and left_foot[1] - right_foot[1] > 1.0
-        and min(leg_lengths) > 0.7  # hip to foot is ~0.85 m with a straight knee
-    )
+    return [
+        0.35 - m["butt_height"],
+        FOOT_ON_FLOOR - max(m["foot_heights"]),
+        left_foot[1] - right_foot[1] - 1.0,
+        min(leg_lengths) - 0.7,  # hip to foot is ~0.85 m with a straight knee
+    ]
 
 
 def _hands_on_hips(m):
     """Standing, each hand at its own side of the waist, at hip height (below the chest)."""
-    (left_hand, right_hand), (left_hip, right_hip) = m["hands_local"], m["hips_local"]
-    return (
-        _standing(m)
-        and all(
-            np.linalg.norm(hand[[0, 1]] - hip[[0, 1]]) < 0.2 for hand, hip in ((left_hand, left_hip), (right_hand, right_hip))
-        )
-        and all(hip[2] - 0.1 < hand[2] < hip[2] + 0.3 for hand, hip in ((left_hand, left_hip), (right_hand, right_hip)))
-    )
+    margins = _standing(m)
+    for hand, hip in zip(m["hands_local"], m["hips_local"]):
+        margins += [0.2 - np.linalg.norm(hand[[0, 1]] - hip[[0, 1]]), hand[2] - (hip[2] - 0.1), hip[2] + 0.3 - hand[2]]
+    return margins
 
 
 def _arms_crossed(m):
     """Standing, forearms crossed in front of the chest: each hand well past the body's midline on the other side."""
     left_hand, right_hand = m["hands_local"]
-    return (
-        _standing(m)
-        and left_hand[1] < -0.08
-        and right_hand[1] > 0.08
-        and min(left_hand[0], right_hand[0]) > 0.05
-        and all(-0.45 < hand[2] < 0.15 for hand in (left_hand, right_hand))
-    )
+    margins = _standing(m) + [-0.08 - left_hand[1], right_hand[1] - 0.08, min(left_hand[0], right_hand[0]) - 0.05]
+    return margins + [bound for hand in (left_hand, right_hand) for bound in (hand[2] + 0.45, 0.15 - hand[2])]
 
 
 def _one_leg(m):
     """Standing with exactly one foot on the floor, the other clearly lifted."""
     low, high = sorted(m["foot_heights"])
-    return _standing(m) and low < FOOT_ON_FLOOR and high > FOOT_ON_FLOOR + 0.1
+    return _standing(m) + [FOOT_ON_FLOOR - low, high - (FOOT_ON_FLOOR + 0.1)]
 
 
-TASK_PREDICATES = {
+TASK_MARGINS = {
     "kneeling": _kneeling,
     "lotus": _lotus,
     "standing": _standing,
@@ -484,6 +481,20 @@ TASK_PREDICATES = {
     "arms-crossed": _arms_crossed,
     "one-leg": _one_leg,
 }
+# The task predicates: every margin positive.
+TASK_PREDICATES = {task: (lambda m, margins=margins: all(x > 0 for x in margins(m))) for task, margins in TASK_MARGINS.items()}
+
+
+def task_scores(data):
+    """{task: dense ground-truth score in (0, 1]} for all eight tasks: 1 when the task holds in the humanoid's current
+    state, exp(-summed shortfall / SCORE_SCALE) when it does not, so a body nearer the pose scores higher."""
+    measures = pose_measures(data)
+    scores = {}
+    for task, margins in TASK_MARGINS.items():
+        values = margins(measures)
+        shortfall = sum(max(0.0, -float(x)) for x in values)
+        scores[task] = 1.0 if all(x > 0 for x in values) else float(np.exp(-shortfall / SCORE_SCALE))
+    return scores
 
 
 def task_success(data):

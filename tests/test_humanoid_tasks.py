@@ -101,3 +101,21 @@ def test_the_kneeling_pose_of_the_landscape_and_overview_meets_the_kneeling_task
     assert clip_envs.task_success(humanoid.unwrapped.data)["kneeling"] == 1.0
     humanoid.unwrapped.set_state(standing, np.zeros(humanoid.unwrapped.model.nv))
     assert clip_envs.task_success(humanoid.unwrapped.data)["kneeling"] == 0.0
+
+
+@pytest.mark.parametrize("task", list(POSES))
+def test_the_dense_score_is_highest_at_the_task_pose_and_lower_for_a_fallen_body(humanoid, task):
+    """clip_envs.task_scores, the ground truth a reward can be made of: 1 exactly where the task holds, and higher as the
+    body nears the pose (the key pose's joints halfway to a fallen body's score above the fallen body)."""
+    _, data = place(humanoid, POSES[task], TORSO_PITCH.get(task, 0))
+    at_pose = clip_envs.task_scores(data)
+    assert at_pose[task] == 1.0
+    assert {name for name, score in at_pose.items() if score == 1.0} == {name for name, v in clip_envs.task_success(data).items() if v}
+    key_qpos = data.qpos.copy()
+    _, data = place(humanoid, POSES["arms-raised"], torso_pitch=-90)  # lying on its back
+    fallen = clip_envs.task_scores(data)[task]
+    assert 0.0 < fallen < 1.0, fallen
+    halfway = key_qpos.copy()  # where the key pose stands, its joints halfway to the fallen body's
+    halfway[7:] = 0.5 * (key_qpos[7:] + data.qpos[7:])
+    humanoid.unwrapped.set_state(halfway, np.zeros(humanoid.unwrapped.model.nv))
+    assert clip_envs.task_scores(humanoid.unwrapped.data)[task] > fallen, task
