@@ -110,7 +110,8 @@ def test_the_dense_score_is_highest_at_the_task_pose_and_lower_for_a_fallen_body
     _, data = place(humanoid, POSES[task], TORSO_PITCH.get(task, 0))
     at_pose = clip_envs.task_scores(data)
     assert at_pose[task] == 1.0
-    assert {name for name, score in at_pose.items() if score == 1.0} == {name for name, v in clip_envs.task_success(data).items() if v}
+    met = {name for name, value in clip_envs.task_success(data).items() if value}
+    assert {name for name, score in at_pose.items() if score == 1.0} == met
     key_qpos = data.qpos.copy()
     _, data = place(humanoid, POSES["arms-raised"], torso_pitch=-90)  # lying on its back
     fallen = clip_envs.task_scores(data)[task]
