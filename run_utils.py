@@ -234,6 +234,9 @@ def check_args(args, rules, world_size=1):
     if workers > MAX_ENV_WORKERS:
         sys.exit(f"error: --num-envs {args.num_envs} starts {workers} env worker processes (at most {MAX_ENV_WORKERS}); "
                  "use fewer envs or --no-async-envs")  # fmt: skip
+    if args.episode_length > args.total_timesteps // args.num_envs:
+        print(f"warning: --episode-length {args.episode_length} is longer than each env's {args.total_timesteps // args.num_envs} "
+              "steps: no episode ends, so nothing is logged per episode", file=sys.stderr)  # fmt: skip
     if workers > 8 * (os.cpu_count() or 1):
         print(f"warning: {workers} env worker processes on {os.cpu_count()} cores: they will take turns", file=sys.stderr)
 

@@ -45,9 +45,17 @@ def test_progress_is_a_tqdm_bar_on_a_terminal(monkeypatch):
     assert "global_step=" not in screen.getvalue()
 
 
+def test_a_run_in_which_no_episode_ends_is_warned_of(capsys):
+    args = SimpleNamespace(num_envs=4, total_timesteps=400, episode_length=200, batch_size=4, track=False, capture_video=False)
+    run_utils.check_args(args, {})
+    assert "--episode-length 200 is longer than each env's 100 steps: no episode ends" in capsys.readouterr().err
+    run_utils.check_args(SimpleNamespace(**{**vars(args), "episode_length": 100}), {})
+    assert capsys.readouterr().err == ""
+
+
 def test_rules_name_the_argument_the_value_and_what_is_valid():
     args = SimpleNamespace(num_envs=4, learning_starts=10, total_timesteps=100, hidden_sizes=(64, 0), gamma=float("nan"),
-                           batch_size=32, track=False, capture_video=False)
+                           batch_size=32, track=False, capture_video=False, episode_length=25)
     rules = {"gamma": run_utils.in_range(0, 1), "hidden_sizes": run_utils.at_least(1), "tau": run_utils.in_range(0, 1, True)}
     with pytest.raises(SystemExit, match=r"^error: --gamma must be in \[0, 1\], got nan$"):
         run_utils.check_args(args, {"gamma": rules["gamma"]})
