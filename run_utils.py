@@ -180,6 +180,15 @@ COMMON_RULES = {
                      "a folder name (letters, digits, . _ + -)"),  # fmt: skip
 }
 
+# The arguments the two SAC scripts add to those.
+SAC_RULES = {
+    **COMMON_RULES,
+    "policy_frequency": at_least(1),
+    "policy_lr": POSITIVE_FINITE,
+    "q_lr": POSITIVE_FINITE,
+    "ent_coef": NON_NEGATIVE_FINITE,
+}
+
 
 MAX_ENV_WORKERS = 256  # a process each: beyond this, minutes to start and a signal's worth of tracebacks
 

@@ -123,11 +123,7 @@ class Args:
 
 
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
-    **run_utils.COMMON_RULES,
-    "policy_frequency": run_utils.at_least(1),
-    "policy_lr": run_utils.POSITIVE_FINITE,
-    "q_lr": run_utils.POSITIVE_FINITE,
-    "ent_coef": run_utils.NON_NEGATIVE_FINITE,
+    **run_utils.SAC_RULES,
     "render_size": run_utils.in_range(32, 4096),
     "render_quality": run_utils.at_least(0),  # below 32 px the body is a few pixels: no pose left to see
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done

@@ -115,11 +115,7 @@ class Args:
 
 
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
-    **run_utils.COMMON_RULES,
-    "policy_frequency": run_utils.at_least(1),
-    "policy_lr": run_utils.POSITIVE_FINITE,
-    "q_lr": run_utils.POSITIVE_FINITE,
-    "ent_coef": run_utils.NON_NEGATIVE_FINITE,
+    **run_utils.SAC_RULES,
     "env_id": run_utils.Rule(lambda value, args: value == "MountainCarContinuous-v0", "MountainCarContinuous-v0"),
     "buffer_size": run_utils.fits_in_memory(2 * 2 + 1 + 2),  # observation, next observation, action, reward, done
 }
