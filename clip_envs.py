@@ -513,7 +513,12 @@ def pose_indicators(data):
 
 
 class PoseIndicators(gym.Wrapper):
-    """Puts `pose_indicators` of the current state into every info dict."""
+    """Puts `pose_indicators` of the current state into every info dict; with a `task`, the env's reward is that task's
+    ground-truth score of the state after the step (`task_scores`) instead of Humanoid-v5's reward for running."""
+
+    def __init__(self, env, task=None):
+        super().__init__(env)
+        self.task = task
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -521,17 +526,21 @@ class PoseIndicators(gym.Wrapper):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.task is not None:
+            reward = task_scores(self.env.unwrapped.data)[self.task]
         return obs, reward, terminated, truncated, {**info, **pose_indicators(self.env.unwrapped.data)}
 
 
-def make_humanoid(env_id, episode_length, textures, render_size=RENDER_SIZE, camera=PAPER_CAMERA, follow=False, quality=None):
+def make_humanoid(
+    env_id, episode_length, textures, render_size=RENDER_SIZE, camera=PAPER_CAMERA, follow=False, quality=None, task=None
+):
     """Humanoid for CLIP: no termination when it falls, the paper's scene (textures from
     `scene_textures(HUMANOID_TEXTURES)`, None for gymnasium's look), rendered at render_size
-    (quality: see `humanoid_xml`)."""
+    (quality: see `humanoid_xml`); with a `task`, its reward is the task's ground-truth score (`PoseIndicators`)."""
     use_headless_mujoco_gl()
     xml_file = humanoid_xml(textures, render_size, quality)
     env = gym.make(env_id, max_episode_steps=episode_length, terminate_when_unhealthy=False, xml_file=xml_file)
-    env = PoseIndicators(env)
+    env = PoseIndicators(env, task)
     return HumanoidCamera(env, render_size, camera, follow)
 
 

@@ -1,7 +1,6 @@
 # VLM-RM on CartPole: CleanRL's DQN (https://docs.cleanrl.dev/rl-algorithms/dqn/#dqnpy)
-# taught by a CLIP reward computed from the rendered frame after every step.
+# taught by a CLIP reward computed from the rendered frame after every step. Docs: docs/dqn_clip_cartpole.md
 # Run: python dqn_clip_cartpole.py --prompt "pole vertically upright on top of the cart"
-# Over 4 GPUs: torchrun --standalone --nproc-per-node 4 dqn_clip_cartpole.py ... (README, "Several GPUs: torchrun")
 import math
 import os
 import random
@@ -206,14 +205,14 @@ if __name__ == "__main__":
     rb = run_utils.ReplayBuffer(
         math.ceil(args.buffer_size / world_size), envs.single_observation_space, envs.single_action_space, device
     )
-    # what a checkpoint holds besides the envs, the replay buffer and the random generators
-    saved = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
+    saved = dict(
+        q_network=q_network, target_network=target_network, optimizer=optimizer
+    )  # a checkpoint's; envs, buffer, RNGs: its own
     checkpoints = run_utils.Checkpoints(run_name, args, envs, rb, writer, stop, saved)
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
-    # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
-    autoreset = np.zeros(envs.num_envs, dtype=bool)
+    autoreset = np.zeros(envs.num_envs, dtype=bool)  # a finished env resets on the *next* step, which is no transition
     episode_sums = {"clip_return": np.zeros(envs.num_envs)}  # what each env's episode in progress has summed so far
     num_iterations = args.total_timesteps // args.num_envs
     start_iteration, updates_start = 1, args.learning_starts
@@ -257,11 +256,9 @@ if __name__ == "__main__":
                 writer.add_scalar("charts/success", success, global_step)
                 if reward_model is not None:
                     writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
-                    progress.episode(clip_return=clip_return, success=success)
-                    checkpoints.record_return(clip_return)
-                else:
-                    progress.episode(episodic_return=episodic_return, success=success)
-                    checkpoints.record_return(episodic_return)
+                learned = dict(clip_return=clip_return) if reward_model is not None else dict(episodic_return=episodic_return)
+                progress.episode(**learned, success=success)
+                checkpoints.record_return(*learned.values())  # the return of the reward learned from ranks the checkpoints
                 for sums in episode_sums.values():  # the env's next episode starts from zero
                     sums[i] = 0.0
             run_utils.upload_videos(run_name)  # with --track and --capture-video

@@ -80,6 +80,7 @@ def make_env(saved, env_family):
         saved["camera"],
         saved["camera_follow"],
         quality=saved.get("render_quality"),
+        task=saved["task"],  # its reward: the task's ground-truth score
     )
 
 
@@ -183,7 +184,7 @@ if __name__ == "__main__":
                     "success": int(task_fraction[i] >= 0.5),
                     "task_fraction": task_fraction[i],
                     "clip_return": clip_returns[i] if reward_model is not None else "",
-                    "ground_truth_return": ground_truth_returns[i] if env_family != "Humanoid" else "",
+                    "ground_truth_return": ground_truth_returns[i],
                 }
             )
             if i < len(videos[0]):
@@ -200,6 +201,5 @@ if __name__ == "__main__":
     summary = f"success rate {success_rate:.2f}, mean task fraction {np.mean([row['task_fraction'] for row in rows]):.2f}"
     if reward_model is not None:
         summary += f", CLIP return {np.mean([row['clip_return'] for row in rows]):.2f}"
-    if env_family != "Humanoid":  # the humanoid's own reward is for running, not for the pose: no ground truth
-        summary += f", ground-truth return {np.mean([row['ground_truth_return'] for row in rows]):.2f}"
+    summary += f", ground-truth return {np.mean([row['ground_truth_return'] for row in rows]):.2f}"
     print(f"{len(rows)} episodes of {args.checkpoint} (step {step}): {summary}; written to {output_dir}")

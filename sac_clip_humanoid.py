@@ -1,7 +1,6 @@
 # VLM-RM on the MuJoCo Humanoid: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
-# taught a pose from one sentence by a CLIP reward on the rendered frame after every step.
+# taught a pose from one sentence by a CLIP reward on the rendered frame after every step. Docs: docs/sac_clip_humanoid.md
 # Run: python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
-# Over 4 GPUs: torchrun --standalone --nproc-per-node 4 sac_clip_humanoid.py ... (README, "Several GPUs: torchrun")
 import math
 import os
 import random
@@ -52,6 +51,8 @@ class Args:
     """continue the run in this folder (runs/...) from its latest checkpoint, with its saved arguments, to its total steps"""
 
     # CLIP reward (VLM-RM)
+    reward: Literal["clip", "ground-truth"] = "clip"
+    """what SAC learns from: the CLIP reward of the frame, or the task's ground-truth score of the state (no render)"""
     task: Literal[tuple(clip_envs.HUMANOID_TASKS)] = "kneeling"
     """one of the paper's eight tasks: sets the goal prompt (Table 3) and the success measure"""
     prompt: Optional[tuple[str, ...]] = None
@@ -124,8 +125,8 @@ class Args:
 
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **run_utils.SAC_RULES,
-    "render_size": run_utils.in_range(32, 4096),
-    "render_quality": run_utils.at_least(0),  # below 32 px the body is a few pixels: no pose left to see
+    "render_size": run_utils.in_range(32, 4096),  # below 32 px the body is a few pixels: no pose left to see
+    "render_quality": run_utils.at_least(0),
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
 }
@@ -228,17 +229,19 @@ if __name__ == "__main__":
     device = run_utils.init_device(args.cuda)
 
     # ============ VLM-RM: the reward model, CLIP with the embedded prompts (the math: clip_reward.py) ============
-    with run_utils.exit_on_bad_input():
-        reward_model = clip_reward.load_reward_model(
-            args.clip_model,
-            target_prompts=args.prompt,
-            baseline_prompts=args.baseline_prompt,
-            alpha=args.alpha,
-            checkpoint=args.clip_checkpoint,
-            device=device,
-            batch_size=args.reward_batch_size,
-            precision=args.clip_precision,
-        )
+    reward_model = None
+    if args.reward == "clip":
+        with run_utils.exit_on_bad_input():
+            reward_model = clip_reward.load_reward_model(
+                args.clip_model,
+                target_prompts=args.prompt,
+                baseline_prompts=args.baseline_prompt,
+                alpha=args.alpha,
+                checkpoint=args.clip_checkpoint,
+                device=device,
+                batch_size=args.reward_batch_size,
+                precision=args.clip_precision,
+            )
     # ==============================================================================================================
 
     run_name, writer = run_utils.open_run(args, device, checkpoint, reward_model)  # made once nothing can fail
@@ -246,7 +249,7 @@ if __name__ == "__main__":
     # env setup: under torchrun each rank runs its share of the run's envs (their seeds and video as in one process)
     local_envs, render = run_utils.local_envs(args.num_envs), reward_model is not None
     scene = dict(episode_length=args.episode_length, textures=textures, render_size=args.render_size)  # what CLIP sees
-    scene.update(camera=args.camera, follow=args.camera_follow, quality=args.render_quality)
+    scene.update(camera=args.camera, follow=args.camera_follow, quality=args.render_quality, task=args.task)
     with run_utils.exit_on_bad_input():
         envs = run_utils.vector_env(
             [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, render, **scene) for i in local_envs],
@@ -264,9 +267,8 @@ if __name__ == "__main__":
     qf2_target.load_state_dict(qf2.state_dict())
     q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
     actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.policy_lr)
-    # what a checkpoint holds besides the envs, the replay buffer and the random generators
     saved = dict(actor=actor, qf1=qf1, qf2=qf2, qf1_target=qf1_target, qf2_target=qf2_target)
-    saved.update(q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)
+    saved.update(q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)  # a checkpoint's; envs, buffer, RNGs: its own
 
     # Automatic entropy tuning
     if args.autotune:
@@ -286,8 +288,7 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: start the game
     with run_utils.exit_on_bad_input():  # the first frames: MuJoCo's renderer starts here, in each env's process
         obs, _ = envs.reset(seed=args.seed + local_envs[0])
-    # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
-    autoreset = np.zeros(envs.num_envs, dtype=bool)
+    autoreset = np.zeros(envs.num_envs, dtype=bool)  # a finished env resets on the *next* step, which is no transition
     episode_sums = {name: np.zeros(envs.num_envs) for name in ("clip_return", *clip_envs.POSE_INDICATORS)}
     num_iterations = args.total_timesteps // args.num_envs
     start_iteration, updates_start, num_updates = 1, args.learning_starts, 0
@@ -308,12 +309,15 @@ if __name__ == "__main__":
             actions = actions.detach().cpu().numpy()
 
         # TRY NOT TO MODIFY: execute the game and log data.
-        next_obs, _, terminations, truncations, infos = envs.step(actions)  # SAC learns from CLIP's reward, below
+        next_obs, ground_truth_rewards, terminations, truncations, infos = envs.step(actions)  # the task's score, in (0, 1]
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
-        frames = infos["frame"]  # (num_envs, S, S, 3) uint8, S = --render-size; resized to CLIP's input inside
-        rewards = reward_model(frames).cpu().numpy()
-        episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
+        if reward_model is not None:
+            frames = infos["frame"]  # (num_envs, S, S, 3) uint8, S = --render-size; resized to CLIP's input inside
+            rewards = reward_model(frames).cpu().numpy()
+            episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
+        else:
+            rewards = ground_truth_rewards
         # ===========================================================================================
 
         # Success without a human rater: the task's predicate on the state (clip_envs.TASK_PREDICATES) on at least half of
@@ -322,19 +326,20 @@ if __name__ == "__main__":
             episode_sums[name] += np.where(autoreset, 0.0, infos[name])
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
-                length = infos["episode"]["l"][i]
+                episodic_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]  # the task's ground-truth score
                 task_fraction, clip_return = episode_sums[args.task][i] / length, episode_sums["clip_return"][i]
                 success = float(task_fraction >= 0.5)
-                # Humanoid-v5's own reward (running forward, staying healthy), for reference: SAC learns from CLIP's
-                writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
+                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 writer.add_scalar("charts/task_fraction", task_fraction, global_step)
                 writer.add_scalar("charts/success", success, global_step)
-                writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
                 for name in clip_envs.POSE_INDICATORS:
                     writer.add_scalar(f"pose/{name}", episode_sums[name][i] / length, global_step)
-                progress.episode(clip_return=clip_return, **{args.task: task_fraction}, success=success)
-                checkpoints.record_return(clip_return)
+                if reward_model is not None:
+                    writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
+                learned = dict(clip_return=clip_return) if reward_model is not None else dict(episodic_return=episodic_return)
+                progress.episode(**learned, **{args.task: task_fraction}, success=success)
+                checkpoints.record_return(*learned.values())  # the return of the reward learned from ranks the checkpoints
                 for sums in episode_sums.values():  # the env's next episode starts from zero
                     sums[i] = 0.0
             run_utils.upload_videos(run_name)  # with --track and --capture-video

@@ -1,7 +1,6 @@
 # VLM-RM on MountainCarContinuous: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
-# taught by a CLIP reward computed from the rendered frame after every step.
+# taught by a CLIP reward computed from the rendered frame after every step. Docs: docs/sac_clip_mountaincar.md
 # Run: python sac_clip_mountaincar.py --prompt "a car at the peak of the mountain, next to the yellow flag" --alpha 0.5
-# Over 4 GPUs: torchrun --standalone --nproc-per-node 4 sac_clip_mountaincar.py ... (README, "Several GPUs: torchrun")
 import math
 import os
 import random
@@ -252,9 +251,8 @@ if __name__ == "__main__":
     qf2_target.load_state_dict(qf2.state_dict())
     q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.q_lr)
     actor_optimizer = optim.Adam(list(actor.parameters()), lr=args.policy_lr)
-    # what a checkpoint holds besides the envs, the replay buffer and the random generators
     saved = dict(actor=actor, qf1=qf1, qf2=qf2, qf1_target=qf1_target, qf2_target=qf2_target)
-    saved.update(q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)
+    saved.update(q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)  # a checkpoint's; envs, buffer, RNGs: its own
 
     # Automatic entropy tuning
     if args.autotune:
@@ -273,8 +271,7 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
-    # gymnasium's vector envs reset a finished env on the *next* step; that step is no transition.
-    autoreset = np.zeros(envs.num_envs, dtype=bool)
+    autoreset = np.zeros(envs.num_envs, dtype=bool)  # a finished env resets on the *next* step, which is no transition
     episode_sums = {"clip_return": np.zeros(envs.num_envs), "steps_at_flag": np.zeros(envs.num_envs)}
     num_iterations = args.total_timesteps // args.num_envs
     start_iteration, updates_start, num_updates = 1, args.learning_starts, 0
@@ -319,11 +316,9 @@ if __name__ == "__main__":
                 writer.add_scalar("charts/success", success, global_step)
                 if reward_model is not None:
                     writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
-                    progress.episode(clip_return=clip_return, success=success)
-                    checkpoints.record_return(clip_return)
-                else:
-                    progress.episode(episodic_return=episodic_return, success=success)
-                    checkpoints.record_return(episodic_return)
+                learned = dict(clip_return=clip_return) if reward_model is not None else dict(episodic_return=episodic_return)
+                progress.episode(**learned, success=success)
+                checkpoints.record_return(*learned.values())  # the return of the reward learned from ranks the checkpoints
                 for sums in episode_sums.values():  # the env's next episode starts from zero
                     sums[i] = 0.0
             run_utils.upload_videos(run_name)  # with --track and --capture-video

@@ -97,8 +97,10 @@ def test_evaluate_a_humanoid_run_counts_the_task_predicate(tiny_clip_spec, tmp_p
     # The humanoid starts standing and an untrained policy makes it fall within 20 steps: the task held for a while.
     fractions = [float(row["task_fraction"]) for row in rows]
     assert all(0 < f < 1 for f in fractions), fractions
-    assert all(row["ground_truth_return"] == "" for row in rows)  # no ground truth for a pose
-    assert "ground-truth return" not in result.stdout and len(glob.glob(f"{folder}/*.mp4")) == 1
+    # The ground truth of a pose: the task's score per step, in (0, 1], 1 while the task holds.
+    returns = [float(row["ground_truth_return"]) for row in rows]
+    assert all(fraction * 20 <= r <= 20 for r, fraction in zip(returns, fractions)), (returns, fractions)
+    assert "ground-truth return" in result.stdout and len(glob.glob(f"{folder}/*.mp4")) == 1
     import evaluate  # evaluates in the scene the run trained in, its render quality included
 
     saved = torch.load(glob.glob(f"{run_dir}/checkpoints/step_*.pt")[0], weights_only=False)["args"]

@@ -120,3 +120,21 @@ def test_the_dense_score_is_highest_at_the_task_pose_and_lower_for_a_fallen_body
     halfway[7:] = 0.5 * (key_qpos[7:] + data.qpos[7:])
     humanoid.unwrapped.set_state(halfway, np.zeros(humanoid.unwrapped.model.nv))
     assert clip_envs.task_scores(humanoid.unwrapped.data)[task] > fallen, task
+
+
+def test_the_ground_truth_reward_of_the_training_env_is_highest_at_each_key_pose_and_lower_fallen():
+    """sac_clip_humanoid.py --reward ground-truth learns from its envs' reward: the task's score after each step, at its
+    maximum 1 at the task's key pose and lower for a fallen body (and no frame rendered for it)."""
+    import sac_clip_humanoid
+
+    for task in POSES:
+        scene = dict(episode_length=100, textures=None, render_size=32, task=task)
+        env = sac_clip_humanoid.make_env("Humanoid-v5", 0, 0, False, "test", False, **scene)()
+        env.reset(seed=0)
+        humanoid_poses.rest_on_floor(env, POSES[task], pitch(TORSO_PITCH.get(task, 0)))
+        _, at_pose, _, _, info = env.step(np.zeros(17))
+        humanoid_poses.rest_on_floor(env, POSES["arms-raised"], pitch(-90))  # lying on its back
+        _, fallen, _, _, _ = env.step(np.zeros(17))
+        env.close()
+        assert at_pose == 1.0 and 0.0 < fallen < 1.0, (task, at_pose, fallen)
+        assert "frame" not in info

@@ -111,3 +111,28 @@ def test_same_seed_gives_the_same_run(script, tiny_clip_spec, tmp_path):
     for tag in first:
         assert first[tag] == second[tag], tag
     torch.testing.assert_close(saved[0], saved[1], rtol=0, atol=0)
+
+
+def test_humanoid_ground_truth_run_stores_the_tasks_score_of_each_next_state(tmp_path, monkeypatch):
+    """sac_clip_humanoid.py --reward ground-truth: no CLIP and no frames; each stored reward is the task's ground-truth
+    score (clip_envs.task_scores) of the state its next observation shows, recomputed here from that observation."""
+    import mujoco
+
+    import clip_envs
+
+    args = ["--reward", "ground-truth", "--task", "kneeling", *RUNS["sac_clip_humanoid.py"]]
+    script_globals, seen = run_with_spies("sac_clip_humanoid.py", args, tmp_path, monkeypatch)
+    assert seen.scored == [] and script_globals["reward_model"] is None
+    assert "frame" not in script_globals["infos"]
+    rb = script_globals["rb"]
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, None, render_size=32)
+    env.reset(seed=0)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    truth = []
+    for next_obs in rb.next_obs[: rb.pos]:  # Humanoid-v5's observation starts with qpos[2:] and qvel
+        data.qpos[2:], data.qvel[:] = next_obs[: model.nq - 2], next_obs[model.nq - 2 : model.nq - 2 + model.nv]
+        mujoco.mj_forward(model, data)
+        truth.append(clip_envs.task_scores(data)["kneeling"])
+    env.close()
+    np.testing.assert_allclose(rb.rewards[: rb.pos], truth, rtol=2e-3)  # float32 observations
+    assert len(set(np.round(truth, 4))) > rb.pos // 2 and max(truth) <= 1.0  # a score that varies with the pose

@@ -39,9 +39,10 @@ def test_clip_run_logs_clip_reward_task_success_and_losses(clip_run):
     np.testing.assert_array_equal(scalars["charts/success"], (np.array(scalars["pose/lotus"]) >= 0.5).astype(float))
     for task in clip_envs.HUMANOID_TASKS:
         assert all(0.0 <= f <= 1.0 for f in scalars[f"pose/{task}"])
-    # The CLIP reward of a unit-norm embedding lies in [-1, 1] per step; the env's own return is Humanoid's reward.
+    # The CLIP reward of a unit-norm embedding lies in [-1, 1] per step; the env's own is the task's score, in (0, 1].
     assert all(abs(r) <= EPISODE_LENGTH for r in scalars["charts/episodic_clip_return"])
-    assert all(r > 0 for r in scalars["charts/episodic_return"])  # mostly the healthy bonus early on
+    assert all(0 < r <= EPISODE_LENGTH for r in scalars["charts/episodic_return"])
+    assert scalars["charts/episodic_return"] != scalars["charts/episodic_clip_return"]
     hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "|alpha|0.0|" in hyperparameters and "|camera|(3.5, -10.0, 180.0, 1.0)|" in hyperparameters
     assert "|task|lotus|" in hyperparameters and f"|prompt|('{clip_envs.HUMANOID_TASKS['lotus']}',)|" in hyperparameters
