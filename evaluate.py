@@ -34,6 +34,8 @@ class Args:
     """episode i starts from the env seeded with seed + i (away from the training seeds)"""
     video_episodes: int = 3
     """write a video of this many of the first episodes"""
+    render_size: Optional[int] = None
+    """the humanoid's frame size, of the videos and of what CLIP scores (default: the run's; success does not depend on it)"""
     output_dir: Optional[str] = None
     """where to write evaluation.csv and the videos (default: RUN_DIR/eval_step_N; never overwritten)"""
     cuda: bool = True
@@ -64,8 +66,9 @@ def load_checkpoint(path):
     return checkpoint
 
 
-def make_env(saved, env_family):
-    """One env as the run trained on (scene, camera, episode length), rendering rgb_array frames."""
+def make_env(saved, env_family, render_size=None):
+    """One env as the run trained on (scene, camera, episode length), rendering rgb_array frames (the humanoid's at
+    render_size, default the run's)."""
     if env_family == "CartPole":
         return clip_envs.make_cartpole(saved["env_id"], saved["episode_length"], render=True)
     textures_names = clip_envs.MOUNTAINCAR_TEXTURES if env_family == "MountainCar" else clip_envs.HUMANOID_TEXTURES
@@ -76,7 +79,7 @@ def make_env(saved, env_family):
         saved["env_id"],
         saved["episode_length"],
         textures,
-        saved["render_size"],
+        render_size or saved["render_size"],
         saved["camera"],
         saved["camera_follow"],
         quality=saved.get("render_quality"),
@@ -98,6 +101,8 @@ if __name__ == "__main__":
     for name in ("episodes", "num_envs"):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.render_size is not None and not 32 <= args.render_size <= 4096:
+        sys.exit(f"error: --render-size must be in [32, 4096], got {args.render_size}")
     if args.video_episodes < 0:
         sys.exit(f"error: --video-episodes must be >= 0, got {args.video_episodes}")
     if not 0 <= args.seed <= 2**32 - 1 - args.episodes:
@@ -148,7 +153,7 @@ if __name__ == "__main__":
     try:
         if env_family == "Humanoid":
             clip_envs.check_mujoco_gl()
-        envs = gym.vector.SyncVectorEnv([lambda: make_env(saved, env_family) for _ in range(args.num_envs)])
+        envs = gym.vector.SyncVectorEnv([lambda: make_env(saved, env_family, args.render_size) for _ in range(args.num_envs)])
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")
     if env_family == "CartPole":
