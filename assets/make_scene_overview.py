@@ -1,10 +1,10 @@
-"""Draw assets/scenes.png: the three default scenes as CLIP sees them, goal and non-goal side by side.
+"""Draw docs/images/scenes.png: the three default scenes as CLIP sees them, goal and non-goal side by side.
 
 Each panel is the training script's frame after the reward model's own resize to 224x224
 (ViT-B-32 to ViT-bigG-14 all take 224 px): the humanoid standing and kneeling, the car in the
 valley and at the flag, the pole upright and fallen.
 
-    python assets/make_scene_overview.py        # a few seconds; rewrites assets/scenes.png
+    python assets/make_scene_overview.py        # a few seconds; rewrites docs/images/scenes.png
 """
 
 import os
@@ -72,6 +72,6 @@ if __name__ == "__main__":
             draw.text((left + 4, top + 3), label, fill="black")
             pixels = (picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             sheet.paste(Image.fromarray(pixels), (left, top + label_height))
-    path = os.path.join(ROOT, "assets", "scenes.png")
+    path = os.path.join(ROOT, "docs", "images", "scenes.png")
     sheet.save(path, optimize=True)
     print(f"wrote {path} ({os.path.getsize(path) / 1e3:.0f} kB)")

@@ -1,18 +1,22 @@
 """Train the tiny humanoid CLIP: a TEST AND DEMO ASSET, never a model to train real agents with.
 
-Renders the default humanoid scene (the paper's textures and camera, at --render-size) in states made like
-assets/humanoid-states.npz: varied key poses of the eight tasks and random-policy states, with their own seeds (so the
-committed state set stays unseen). Each frame is captioned by the task predicates it meets: the Table 3 prompts, and
-"a humanoid robot lying on the floor" when it meets none; a frame that meets several shares its caption target among
-them. The baseline "a humanoid robot" is pulled to the mean frame (see tiny_clip.py).
+Renders the default humanoid scene (the paper's textures and camera, at --render-size; each state once with MuJoCo's
+default render quality and once with the cheap one of CPU experiments, --render-quality 512 0) in states made like
+assets/humanoid-states.npz: varied key poses of the eight tasks, near misses (the key poses varied more), and
+random-policy states, with their own seeds (so the committed state set stays unseen). Each frame's caption target is
+weighted by the tasks' dense ground-truth scores (clip_envs.task_scores: 1 where a task holds, less the further its
+predicate is from holding) over the Table 3 prompts, and "a humanoid robot lying on the floor" takes what the best
+score leaves. So a task's prompt rewards a body nearer its pose more, as the MountainCar CLIP's goal prompt rewards a
+car nearer the flag. The baseline "a humanoid robot" is pulled to the mean frame (see tiny_clip.py).
 
     python clip_reward_epic.py --env humanoid --render-size 64 --clip-model local-dir:assets/tiny-humanoid-clip-for-tests
 
-Seeded; ~15 minutes on 2 CPU cores (most of it rendering). It will not replace the committed model unless told to:
+Seeded; ~20 minutes on 2 CPU cores (most of it rendering). It will not replace the committed model unless told to:
 
     python assets/make_tiny_humanoid_clip.py --overwrite
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -49,7 +53,11 @@ class Args:
     """plausible variations of each task's key pose"""
     joint_noise: float = 10.0
     """standard deviation of the random change of every joint angle, degrees"""
-    rollouts: int = 40
+    near_misses: int = 100
+    """variations of each task's key pose with --near-miss-noise, most of them missing the task"""
+    near_miss_noise: float = 30.0
+    """standard deviation of the joint angles' change in a near miss, degrees"""
+    rollouts: int = 60
     """random-policy rollouts from the standing start"""
     rollout_every: int = 3
     """keep every this many steps of a rollout (100 steps each)"""
@@ -57,7 +65,7 @@ class Args:
     """env steps with zero torques that settle a variation"""
     render_size: int = 64
     """frame size: the tiny CLIP's input, so train with --render-size 64"""
-    steps: int = 800
+    steps: int = 1000
     """optimiser steps"""
     batch_size: int = 128
     """frames per step"""
@@ -75,6 +83,14 @@ def states(args, rng, env):
             if state is not None:
                 qpos.append(state[0]), qvel.append(state[1])
                 kept += 1
+    near_miss_args = dataclasses.replace(args, joint_noise=args.near_miss_noise)
+    for task in TASKS:
+        kept = 0
+        while kept < args.near_misses:
+            state = variation(env, task, rng, near_miss_args)
+            if state is not None:
+                qpos.append(state[0]), qvel.append(state[1])
+                kept += 1
     env.action_space.seed(args.seed)
     for rollout in range(args.rollouts):
         env.reset(seed=args.seed + 1 + rollout)
@@ -85,24 +101,25 @@ def states(args, rng, env):
     return qpos, qvel
 
 
-def caption_targets(labels):
-    """Class probabilities (N, 9): shared among the tasks a frame meets, or all on NONE_CAPTION."""
-    targets = np.concatenate([labels, (labels.sum(axis=1) == 0)[:, None]], axis=1).astype(np.float32)
+def caption_targets(scores):
+    """Class probabilities (N, 9) from the tasks' scores (N, 8): each task's score, NONE_CAPTION 1 - the best one."""
+    targets = np.concatenate([scores, 1.0 - scores.max(axis=1, keepdims=True)], axis=1).astype(np.float32)
     return torch.as_tensor(targets / targets.sum(axis=1, keepdims=True))
 
 
-def render(qpos, qvel, args):
-    """Raw uint8 frames of the states in the default scene, and the labels of all eight tasks (N, 8)."""
-    env = clip_envs.make_humanoid("Humanoid-v5", 100, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES), args.render_size)
+def render(qpos, qvel, args, quality=None):
+    """Raw uint8 frames of the states in the default scene, the labels of all eight tasks (N, 8) and their scores."""
+    textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES)
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, textures, args.render_size, quality=quality)
     env.reset(seed=args.seed)
-    frames, labels = [], []
+    frames, labels, scores = [], [], []
     for position, velocity in zip(qpos, qvel):
         env.unwrapped.set_state(position, velocity)
         frames.append(env.render())
-        met = clip_envs.task_success(env.unwrapped.data)
-        labels.append([met[task] for task in TASKS])
+        met, score = clip_envs.task_success(env.unwrapped.data), clip_envs.task_scores(env.unwrapped.data)
+        labels.append([met[task] for task in TASKS]), scores.append([score[task] for task in TASKS])
     env.close()
-    return np.stack(frames), np.array(labels, dtype=np.float32)
+    return np.stack(frames), np.array(labels, dtype=np.float32), np.array(scores, dtype=np.float32)
 
 
 if __name__ == "__main__":
@@ -119,19 +136,23 @@ if __name__ == "__main__":
     env.reset(seed=args.seed)
     qpos, qvel = states(args, rng, env)
     env.close()
-    frames, labels = render(qpos, qvel, args)
+    frames, labels, scores = render(qpos, qvel, args)
+    cheap_frames = render(qpos, qvel, args, quality=(512, 0))[0]
     order = rng.permutation(len(frames))
     test, train = order[: len(order) // 10], order[len(order) // 10 :]
-    images = preprocess(frames)
+    train_frames = np.concatenate([frames[train], cheap_frames[train]])  # both renders of each training state
+    images = preprocess(train_frames)
     print(f"rendered {len(frames)} states in {time.time() - start:.0f}s; frames meeting each task: "
           + ", ".join(f"{task} {int(labels[:, i].sum())}" for i, task in enumerate(TASKS)))  # fmt: skip
 
-    targets = caption_targets(labels)
-    tiny_clip.train(model, tokenizer, images[train], [(CAPTIONS, targets[train])], BASELINE_CAPTION, args.steps,
+    targets = caption_targets(np.concatenate([scores[train], scores[train]]))
+    tiny_clip.train(model, tokenizer, images, [(CAPTIONS, targets)], BASELINE_CAPTION, args.steps,
                     args.batch_size, args.learning_rate, start)  # fmt: skip
     # How well each task's Table 3 prompt separates the held-out frames that meet it (EPIC distance, alpha 0).
     for i, task in enumerate(TASKS):
         reward_model = clip_reward.CLIPReward(model, tokenizer, [CAPTIONS[i]], [BASELINE_CAPTION], alpha=0.0)
-        rewards = reward_model(frames[test]).numpy()
-        print(f"{task:>14}: EPIC {epic_distance(rewards, labels[test, i]):.3f} on held-out frames")
+        rewards, cheap_rewards = reward_model(frames[test]).numpy(), reward_model(cheap_frames[test]).numpy()
+        print(f"{task:>14}: EPIC {epic_distance(rewards, labels[test, i]):.3f} on held-out frames "
+              f"({epic_distance(cheap_rewards, labels[test, i]):.3f} cheap render); "
+              f"Pearson with the task's score {np.corrcoef(rewards, scores[test, i])[0, 1]:.2f}")  # fmt: skip
     tiny_clip.save(model, args.output_dir, "tiny humanoid CLIP for tests and demos only")
