@@ -156,7 +156,7 @@ def linear_schedule(start_e: float, end_e: float, duration: int, t: int):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (README, "Several GPUs")
+    rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (docs/multi_gpu.md)
     args, checkpoint = run_utils.resume(args)  # --resume: the run's own arguments, and its latest checkpoint
     run_utils.check_args(args, ARG_RULES, world_size)
     stop = run_utils.StopOnSignal()  # SIGTERM / SIGINT: a checkpoint after the current step, then the run ends

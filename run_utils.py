@@ -12,7 +12,7 @@ cleanrl_utils the same way). Each piece is one call at the matching step of a sc
     checkpoints = run_utils.Checkpoints(...)             # when to write, writing, restoring
     progress = run_utils.Progress(...)                   # a tqdm bar (plain lines in a log file)
 
-Under torchrun (README, "Several GPUs") each process steps, renders and scores its own share of the envs; gradients
+Under torchrun (docs/multi_gpu.md) each process steps, renders and scores its own share of the envs; gradients
 are averaged over the processes so the networks stay equal on every rank; rank 0 alone writes and prints.
 """
 
@@ -21,6 +21,7 @@ import glob
 import importlib.util
 import itertools
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -106,10 +107,25 @@ def local_envs(num_envs):
     return range(rank * num_envs // world_size, (rank + 1) * num_envs // world_size)
 
 
+def ignoring_signals(thunk):
+    """The env thunk of a worker process: Ctrl-C and a scheduler's SIGTERM reach the whole process group, but only the
+    training process acts on them (it checkpoints and closes the workers), also while a worker is still building its env."""
+
+    def start_in_worker():
+        if multiprocessing.parent_process() is not None:  # AsyncVectorEnv also builds one env in the training process
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return thunk()
+
+    return start_in_worker
+
+
 def vector_env(thunks, async_envs):
-    """gymnasium's AsyncVectorEnv (each env steps and renders in a worker process) with --async-envs and several envs,
-    else its SyncVectorEnv."""
-    return (gym.vector.AsyncVectorEnv if async_envs and len(thunks) > 1 else gym.vector.SyncVectorEnv)(thunks)
+    """gymnasium's AsyncVectorEnv (each env steps and renders in a worker process, deaf to signals) with --async-envs
+    and several envs, else its SyncVectorEnv."""
+    if async_envs and len(thunks) > 1:
+        return gym.vector.AsyncVectorEnv([ignoring_signals(thunk) for thunk in thunks])
+    return gym.vector.SyncVectorEnv(thunks)
 
 
 @contextlib.contextmanager
@@ -118,7 +134,7 @@ def exit_on_bad_input():
     try:
         yield
     except (clip_reward.CLIPRewardError, clip_envs.SceneError) as error:
-        sys.exit(f"error: {error}")
+        refuse(f"error: {error}")
 
 
 def _rank():
@@ -127,6 +143,11 @@ def _rank():
 
 def _world_size():
     return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
+
+
+def refuse(message):
+    """Exit with status 1 and a one-line error, printed by rank 0 alone: every torchrun process checks the same input."""
+    sys.exit(message if _rank() == 0 else 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -221,7 +242,7 @@ def writable_folder(path, flag):
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
-        sys.exit(f"error: {flag} {path}: cannot write there ({error.strerror or error})")
+        refuse(f"error: {flag} {path}: cannot write there ({error.strerror or error})")
 
 
 def check_args(args, rules, world_size=1):
@@ -229,20 +250,22 @@ def check_args(args, rules, world_size=1):
     counts shared out over torchrun's processes, and --track's wandb."""
     for name, rule in rules.items():
         if not rule.test(getattr(args, name), args):
-            sys.exit(f"error: --{name.replace('_', '-')} must be {rule.text}, got {getattr(args, name)!r}")
+            refuse(f"error: --{name.replace('_', '-')} must be {rule.text}, got {getattr(args, name)!r}")
     for name in ("num_envs", "batch_size"):
         if getattr(args, name) % world_size:
             flag, value = name.replace("_", "-"), getattr(args, name)
-            sys.exit(f"error: --{flag} must be a multiple of the {world_size} processes, got {value}")
+            refuse(f"error: --{flag} must be a multiple of the {world_size} processes, got {value}")
     if args.track and importlib.util.find_spec("wandb") is None:
-        sys.exit("error: --track needs Weights & Biases: pip install wandb")
+        refuse("error: --track needs Weights & Biases: pip install wandb")
     if args.capture_video and os.path.exists("videos") and not (os.path.isdir("videos") and os.access("videos", os.W_OK)):
         what = "not a writable folder" if os.path.isdir("videos") else "a file"
-        sys.exit(f"error: the run writes into videos/ here, and {os.path.abspath('videos')} is {what}")
+        refuse(f"error: the run writes into videos/ here, and {os.path.abspath('videos')} is {what}")
     workers = args.num_envs // world_size if getattr(args, "async_envs", False) else 1
     if workers > MAX_ENV_WORKERS:
-        sys.exit(f"error: --num-envs {args.num_envs} starts {workers} env worker processes (at most {MAX_ENV_WORKERS}); "
+        refuse(f"error: --num-envs {args.num_envs} starts {workers} env worker processes (at most {MAX_ENV_WORKERS}); "
                  "use fewer envs or --no-async-envs")  # fmt: skip
+    if _rank() > 0:  # every process checks the same input: warnings come from rank 0 alone
+        return
     if args.episode_length > args.total_timesteps // args.num_envs:
         print(f"warning: --episode-length {args.episode_length} is longer than each env's {args.total_timesteps // args.num_envs} "
               "steps: no episode ends, so nothing is logged per episode", file=sys.stderr)  # fmt: skip
@@ -460,36 +483,36 @@ def resume(args):
         return args, None
     script = os.path.basename(sys.argv[0])
     if not os.path.isdir(args.resume):
-        sys.exit(f"error: --resume {args.resume}: no such folder (a run folder is runs/ENV__EXP__SEED__TIME)")
+        refuse(f"error: --resume {args.resume}: no such folder (a run folder is runs/ENV__EXP__SEED__TIME)")
     checkpoint_path = latest_checkpoint(args.resume)
     if checkpoint_path is None:
-        sys.exit(f"error: --resume {args.resume}: no checkpoints/step_*.pt in that folder")
+        refuse(f"error: --resume {args.resume}: no checkpoints/step_*.pt in that folder")
     run_name = os.path.basename(os.path.normpath(args.resume))
     if not os.path.isdir(f"runs/{run_name}") or not os.path.samefile(args.resume, f"runs/{run_name}"):
-        sys.exit(f"error: --resume {args.resume}: run this from the folder that holds the run's runs/ (and videos/)")
+        refuse(f"error: --resume {args.resume}: run this from the folder that holds the run's runs/ (and videos/)")
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     except Exception as error:  # a damaged file (checkpoints are written atomically, so not by this script)
-        sys.exit(
+        refuse(
             f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away"
         )
     if not isinstance(checkpoint, dict) or "ranks" not in checkpoint:
-        sys.exit(f"error: --resume {args.resume}: {checkpoint_path} was written by an older version of this script")
+        refuse(f"error: --resume {args.resume}: {checkpoint_path} was written by an older version of this script")
     if checkpoint.get("script", script) != script:
-        sys.exit(f"error: --resume {args.resume}: that run was written by {checkpoint['script']}; resume it with that script")
+        refuse(f"error: --resume {args.resume}: that run was written by {checkpoint['script']}; resume it with that script")
     if len(checkpoint["ranks"]) != _world_size():
-        sys.exit(f"error: --resume {args.resume}: the run had {len(checkpoint['ranks'])} processes; resume it with as many")
+        refuse(f"error: --resume {args.resume}: the run had {len(checkpoint['ranks'])} processes; resume it with as many")
     try:
         saved = type(args)(**{**checkpoint["args"], **{name: getattr(args, name) for name in NEW_ON_RESUME}})
     except TypeError:  # another script's arguments
         env_id = checkpoint["args"].get("env_id", "another env")
-        sys.exit(f"error: --resume {args.resume}: that run ({env_id}) was not written by {script}; resume it with its own")
+        refuse(f"error: --resume {args.resume}: that run ({env_id}) was not written by {script}; resume it with its own")
     # The command line parsed again with the run's values as defaults: any flag given with another value shows.
     given = tyro.cli(type(args), default=saved)
     for field in fields(saved):
         if field.name not in NEW_ON_RESUME and getattr(given, field.name) != getattr(saved, field.name):
             flag = field.name.replace("_", "-")
-            sys.exit(f"error: --resume {args.resume}: --{flag} {getattr(given, field.name)!r} differs from the run's "
+            refuse(f"error: --resume {args.resume}: --{flag} {getattr(given, field.name)!r} differs from the run's "
                      f"{getattr(saved, field.name)!r}: drop it, or start a new run")  # fmt: skip
     print(f"resuming {args.resume} from {checkpoint_path} (step {checkpoint['global_step']}) with its saved arguments")
     if checkpoint["iteration"] >= saved.total_timesteps // saved.num_envs:

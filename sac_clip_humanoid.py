@@ -210,7 +210,7 @@ class Actor(nn.Module):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (README, "Several GPUs")
+    rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (docs/multi_gpu.md)
     args, checkpoint = run_utils.resume(args)  # --resume: the run's own arguments, and its latest checkpoint
     args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
     run_utils.check_args(args, ARG_RULES, world_size)

@@ -198,7 +198,7 @@ class Actor(nn.Module):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (README, "Several GPUs")
+    rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (docs/multi_gpu.md)
     args, checkpoint = run_utils.resume(args)  # --resume: the run's own arguments, and its latest checkpoint
     run_utils.check_args(args, ARG_RULES, world_size)
     with run_utils.exit_on_bad_input():  # a scene that cannot be built as asked: one line, no traceback

@@ -11,7 +11,7 @@ car nearer the flag. The baseline "a humanoid robot" is pulled to the mean frame
 
     python clip_reward_epic.py --env humanoid --render-size 64 --clip-model local-dir:assets/tiny-humanoid-clip-for-tests
 
-Seeded; ~20 minutes on 2 CPU cores (most of it rendering). It will not replace the committed model unless told to:
+Seeded; ~40 minutes on 2 CPU cores (rendering ~16, training ~25). It will not replace the committed model unless told to:
 
     python assets/make_tiny_humanoid_clip.py --overwrite
 """

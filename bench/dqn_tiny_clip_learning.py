@@ -3,7 +3,7 @@
 Trains dqn_clip_cartpole.py with the project's tiny CartPole CLIP (a test asset, see
 assets/make_tiny_cartpole_clip.py) as the only reward, and prints the learning curve: the
 ground-truth return (steps with the pole up, out of the episode length) per block of episodes,
-next to a uniformly random policy's. The test suite runs a shorter version of this.
+next to a uniformly random policy's, and draws it into docs/results/cartpole/. The test suite runs a shorter version.
 
     python bench/dqn_tiny_clip_learning.py --total-timesteps 30000
 """
@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
+from bench.learning_curves import plot_curves, save_curve  # noqa: E402
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Args:
     """training seed"""
     block: int = 8
     """episodes per row of the printed learning curve"""
+    label: str = "tiny CartPole CLIP, upright prompt"
+    """the run's name in the plot and its CSV"""
+    output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "cartpole")
+    """where the curve (<label>.csv) and cartpole_learning_curve.png, drawn from every curve there, go"""
 
 
 def random_policy_return(episode_length, episodes=50, seed=0):
@@ -90,5 +95,10 @@ if __name__ == "__main__":
             f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(ground_truth[i:i + args.block]):>13.1f} "
             f"{np.mean(clip[i:i + args.block]):>12.2f}"
         )
+    save_curve(
+        args.output_dir, args.label, steps, {"ground_truth_return": ground_truth}, {"ground_truth_return": random_return}
+    )
+    panels = [("ground_truth_return", f"steps with the pole up, of {args.episode_length}", (0, args.episode_length + 2))]
+    plot_curves(args.output_dir, "cartpole_learning_curve.png", panels, args.block, "dqn_clip_cartpole.py, tiny CartPole CLIP")
     final = np.mean(ground_truth[-args.block :])
     print(f"final ground-truth return {final:.1f} = {final / random_return:.1f} x random")

@@ -4,8 +4,9 @@ Trains sac_clip_humanoid.py --task kneeling in the default scene at 64 px with t
 multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
 with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then evaluates the final
 policy with evaluate.py: deterministic actions, 20 episodes, success = kneeling on at least half of the steps. Writes
-to --output-dir the run's learning curve (<label>.csv), a video of the evaluated policy at 480 px (<label>.mp4), and
-redraws kneeling_learning_curves.png from every curve there. Last line: `final success rate X (random Y)`.
+to --output-dir the run's learning curve (<label>.csv), this report (<label>.txt), a video of the evaluated policy at
+480 px (<label>.mp4), and redraws kneeling_learning_curves.png from every curve there. Last line:
+`final success rate X (random Y)`.
 
     python bench/sac_tiny_clip_kneeling.py --reward ground-truth                   # the reference
     python bench/sac_tiny_clip_kneeling.py                                         # the tiny CLIP, "a humanoid robot kneeling"
@@ -15,7 +16,6 @@ The tiny CLIP learned from the project's own frames labelled by the task predica
 frame -> CLIP -> reward -> SAC -> pose works, not what a real CLIP reaches.
 """
 
-import csv
 import glob
 import os
 import re
@@ -34,6 +34,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
+from bench.learning_curves import plot_curves, save_curve, slug  # noqa: E402
 
 # The paper's humanoid SAC (gamma 0.95, learning rates 6e-4, 256 units, entropy autotuned) with what a CPU affords:
 # learning from step 4000 and, with 8 envs, one gradient step per 4 env steps (the paper: one per 32, over 10M steps).
@@ -68,7 +69,7 @@ class Args:
     """episodes per row of the printed learning curve"""
     label: Optional[str] = None
     """the run's name in the plot and its files (default: from --reward and --prompt)"""
-    output_dir: str = os.path.join(REPO_ROOT, "bench", "results", "kneeling")
+    output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "kneeling")
     """where the curve, the video and the plot go"""
 
 
@@ -89,44 +90,18 @@ def random_policy_success_rate(episodes, seed=10_000):
     return float(np.mean(successes))
 
 
-def plot_curves(output_dir, block):
-    """kneeling_learning_curves.png: success and kneeling fraction against env steps for every <label>.csv there."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (success_axis, fraction_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for path in sorted(glob.glob(os.path.join(output_dir, "*.csv"))):
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        steps = np.array([int(row["step"]) for row in rows])
-        for axis, column in ((success_axis, "success"), (fraction_axis, "kneeling_fraction")):
-            values = np.array([float(row[column]) for row in rows])
-            smoothed = np.convolve(values, np.ones(block) / block, mode="valid")  # the mean of the last `block` episodes
-            axis.plot(steps[block - 1 :], smoothed, label=rows[0]["label"])
-        random_rate = float(rows[0]["random_success_rate"])
-    success_axis.axhline(random_rate, color="gray", linestyle="--", label="random policy")
-    for axis, title in ((success_axis, "success (kneeling on >= half the steps)"), (fraction_axis, "kneeling fraction")):
-        axis.set(xlabel="env steps", title=f"{title}, mean of {block} episodes", ylim=(-0.02, 1.02))
-        axis.grid(alpha=0.3)
-    success_axis.legend(fontsize=8)
-    fig.suptitle("sac_clip_humanoid.py --task kneeling, 64 px, 2 CPU cores")
-    fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "kneeling_learning_curves.png"), dpi=100)
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    label = args.label or (args.reward if args.prompt is None else f"{args.reward}: {args.prompt}")
-    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+    prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
+    label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP: {prompt!r}")
     os.makedirs(args.output_dir, exist_ok=True)
     clip_envs.use_headless_mujoco_gl()
     with tempfile.TemporaryDirectory() as workdir:
         command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--reward", args.reward,
                    "--clip-model", args.clip_model, "--task", "kneeling", "--alpha", str(args.alpha),
                    "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
-                   "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts), "--render-size", str(args.render_size),
+                   "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts),
+                   "--render-size", str(args.render_size),
                    "--render-quality", "512", "0", "--seed", str(args.seed), "--checkpoint-frequency", "0",
                    *(["--prompt", args.prompt] if args.prompt else []),
                    *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
@@ -152,27 +127,31 @@ if __name__ == "__main__":
         ).stdout  # fmt: skip
         success_rate = float(re.search(r"success rate ([0-9.]+)", evaluation).group(1))
         (video,) = glob.glob(os.path.join(workdir, "eval", "*.mp4"))
-        shutil.copy(video, os.path.join(args.output_dir, f"{slug}.mp4"))
+        shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}.mp4"))
     random_rate = random_policy_success_rate(args.eval_episodes)
 
-    with open(os.path.join(args.output_dir, f"{slug}.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "step", "success", "kneeling_fraction", "return", "random_success_rate"])
-        for step, success, fraction, episodic_return in zip(
-            steps, curve["charts/success"], curve["pose/kneeling"], curve["return"]
-        ):
-            writer.writerow([label, step, success, fraction, episodic_return, random_rate])
-    plot_curves(args.output_dir, args.block)
-
+    columns = {"success": curve["charts/success"], "kneeling_fraction": curve["pose/kneeling"], "return": curve["return"]}
+    save_curve(args.output_dir, label, steps, columns, {"success": random_rate})
+    panels = [("success", "success (kneeling on >= half the steps)", (-0.02, 1.02)),
+              ("kneeling_fraction", "kneeling fraction", (-0.02, 1.02))]  # fmt: skip
+    plot_curves(
+        args.output_dir, "kneeling_learning_curves.png", panels, args.block, "sac_clip_humanoid.py --task kneeling, 64 px"
+    )
+    report = []
     reward = args.clip_model if args.reward == "clip" else "the ground-truth kneeling score"
-    print(f"sac_clip_humanoid.py --task kneeling, reward {reward}, prompt {args.prompt or 'the task'}'s, alpha {args.alpha}")
-    print(f"{args.total_timesteps} steps in {minutes:.1f} min, {args.gradient_steps} updates per {args.num_envs} env steps")
-    print(f"{'up to step':>10} {'success':>8} {'kneeling':>9} {'return':>8}")
+    report.append(f"sac_clip_humanoid.py --task kneeling, reward {reward}, prompt {prompt!r}, alpha {args.alpha}")
+    report.append(
+        f"{args.total_timesteps} steps in {minutes:.1f} min, {args.gradient_steps} updates per {args.num_envs} env steps"
+    )
+    report.append(f"{'up to step':>10} {'success':>8} {'kneeling':>9} {'return':>8}")
     for i in range(0, len(steps), args.block):
         block = slice(i, i + args.block)
-        print(
+        report.append(
             f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(curve['charts/success'][block]):>8.2f} "
             f"{np.mean(curve['pose/kneeling'][block]):>9.2f} {np.mean(curve['return'][block]):>8.2f}"
         )
-    print(f"evaluate.py, final policy: {evaluation.strip().splitlines()[-1]}")
-    print(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")
+    report.append(f"evaluate.py, final policy: {evaluation.strip().splitlines()[-1]}")
+    report.append(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")
+    with open(os.path.join(args.output_dir, f"{slug(label)}.txt"), "w") as f:
+        f.write("\n".join(report) + "\n")
+    print("\n".join(report))

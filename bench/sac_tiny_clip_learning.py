@@ -4,7 +4,8 @@ Trains sac_clip_mountaincar.py on the default textured scene with the project's 
 CLIP (a test asset, see assets/make_tiny_mountaincar_clip.py) as the only reward, and prints the
 learning curve: the share of episodes that end parked at the flag, the ground-truth return and the
 CLIP return per block of episodes. Last line: the success rate of the final block of episodes
-next to a uniformly random policy's (measured numbers: README, Benchmark).
+next to a uniformly random policy's (measured numbers: docs/sac_clip_mountaincar.md), and draws the curves of every
+run so far into docs/results/mountaincar/.
 
     python bench/sac_tiny_clip_learning.py --total-timesteps 64000
     python bench/sac_tiny_clip_learning.py --prompt "a car at the bottom of the valley"   # the opposite goal
@@ -25,6 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
+from bench.learning_curves import plot_curves, save_curve  # noqa: E402
 
 # Hyper-parameters that learn in minutes on a CPU with the tiny CLIP's shaped reward; the paper's
 # defaults (3M steps, gamma 0.9999, learning starts 75k) are for real CLIP and a GPU.
@@ -48,6 +50,8 @@ class Args:
     """training seed"""
     block: int = 20
     """episodes per row of the printed learning curve"""
+    output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "mountaincar")
+    """where the curve (one CSV per prompt and seed) and mountaincar_learning_curves.png, drawn from every curve there, go"""
 
 
 def random_policy_success_rate(episode_length, episodes=100, seed=0):
@@ -92,4 +96,10 @@ if __name__ == "__main__":
             f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(success[block]):>8.2f} "
             f"{np.mean(ground_truth[block]):>13.1f} {np.mean(clip[block]):>12.2f}"
         )
+    label = f"{args.prompt!r}, seed {args.seed}"
+    save_curve(args.output_dir, label, steps, {"success": success, "episodic_return": ground_truth}, {"success": random_rate})
+    panels = [("success", "success (at the flag on >= half the steps)", (-0.02, 1.02)),
+              ("episodic_return", "MountainCar's own return", None)]  # fmt: skip
+    title = "sac_clip_mountaincar.py, tiny MountainCar CLIP"
+    plot_curves(args.output_dir, "mountaincar_learning_curves.png", panels, args.block, title)
     print(f"final success rate {np.mean(success[-args.block:]):.2f} (random {random_rate:.2f})")

@@ -134,3 +134,31 @@ def test_a_failed_model_write_is_one_line_and_a_non_zero_exit(tmp_path, monkeypa
         run_utils.save_model({"weight": torch.zeros(1)}, str(tmp_path / "model.cleanrl_model"))
     assert exit_info.value.code.startswith("error: could not save the model to ") and "No space left" in exit_info.value.code
     assert not list(tmp_path.iterdir())
+
+
+def make_cartpole_noting_its_signal_handlers():
+    env = gym.make("CartPole-v1")
+    env.unwrapped.handlers_at_start = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    return env
+
+
+def test_env_workers_ignore_signals_from_their_first_line():
+    """Ctrl-C reaches the worker processes too: from before their env is built, only the training process acts on it."""
+
+    def training_process_handler(signum, frame):
+        pass
+
+    # the handlers the workers would inherit, as they would inherit StopOnSignal's
+    previous = {number: signal.signal(number, training_process_handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        envs = run_utils.vector_env([make_cartpole_noting_its_signal_handlers] * 2, async_envs=True)
+        assert isinstance(envs, gym.vector.AsyncVectorEnv)
+        assert envs.get_attr("handlers_at_start") == ((signal.SIG_IGN, signal.SIG_IGN),) * 2
+        envs.close()
+        assert signal.getsignal(signal.SIGINT) is training_process_handler  # gymnasium's env built here to read the spaces
+        in_process = run_utils.vector_env([make_cartpole_noting_its_signal_handlers] * 2, async_envs=False)
+        assert in_process.get_attr("handlers_at_start")[0] == (training_process_handler,) * 2  # the training process's own
+        in_process.close()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -4,6 +4,7 @@ and scores its own share of the envs, gradients are averaged into one learner, a
 import glob
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -137,6 +138,21 @@ def test_envs_and_batch_must_divide_among_the_processes(script, tiny_clip_spec, 
     message = exit_message(script, ["--clip-model", tiny_clip_spec, "--num-envs", 4, "--batch-size", 33], tmp_path,
                            monkeypatch)
     assert "--batch-size must be a multiple of the 2 processes, got 33" in message
+
+
+def test_under_torchrun_a_bad_input_is_printed_by_rank_0_alone(tiny_clip_spec, tmp_path, monkeypatch):
+    """Every process checks the same input; rank 0 prints the one line, the others exit with status 1 in silence."""
+    import runpy
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # rank > 0 sends its stdout to /dev/null; put it back afterwards
+    monkeypatch.setattr(sys, "argv", ["sac_clip_humanoid.py", "--clip-model", tiny_clip_spec, "--num-envs", "3"])
+    monkeypatch.chdir(tmp_path)
+    for rank, expected in (("0", "error: --num-envs must be a multiple of the 2 processes, got 3"), ("1", 1)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), run_name="__main__")
+        assert exit_info.value.code == expected
 
 
 def test_two_processes_learn_cartpole_from_the_tiny_clip_as_one_process_does(tmp_path):
