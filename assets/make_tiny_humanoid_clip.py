@@ -73,24 +73,24 @@ class Args:
     """peak AdamW learning rate (linear warm-up, cosine decay)"""
 
 
-def states(args, rng, env):
-    """(qpos, qvel) of varied key poses and random-policy states."""
+def varied_key_poses(env, rng, args, per_task):
+    """(qpos, qvel) of `per_task` plausible variations of each task's key pose (joints varied by args.joint_noise)."""
     qpos, qvel = [], []
     for task in TASKS:
         kept = 0
-        while kept < args.variations:
+        while kept < per_task:
             state = variation(env, task, rng, args)
             if state is not None:
                 qpos.append(state[0]), qvel.append(state[1])
                 kept += 1
-    near_miss_args = dataclasses.replace(args, joint_noise=args.near_miss_noise)
-    for task in TASKS:
-        kept = 0
-        while kept < args.near_misses:
-            state = variation(env, task, rng, near_miss_args)
-            if state is not None:
-                qpos.append(state[0]), qvel.append(state[1])
-                kept += 1
+    return qpos, qvel
+
+
+def states(args, rng, env):
+    """(qpos, qvel) of varied key poses, near misses and random-policy states."""
+    qpos, qvel = varied_key_poses(env, rng, args, args.variations)
+    near_misses = varied_key_poses(env, rng, dataclasses.replace(args, joint_noise=args.near_miss_noise), args.near_misses)
+    qpos, qvel = qpos + near_misses[0], qvel + near_misses[1]
     env.action_space.seed(args.seed)
     for rollout in range(args.rollouts):
         env.reset(seed=args.seed + 1 + rollout)
