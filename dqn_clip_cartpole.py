@@ -205,9 +205,8 @@ if __name__ == "__main__":
     rb = run_utils.ReplayBuffer(
         math.ceil(args.buffer_size / world_size), envs.single_observation_space, envs.single_action_space, device
     )
-    saved = dict(
-        q_network=q_network, target_network=target_network, optimizer=optimizer
-    )  # a checkpoint's; envs, buffer, RNGs: its own
+    # what a checkpoint holds besides the envs, the replay buffer and the random generators
+    saved = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
     checkpoints = run_utils.Checkpoints(run_name, args, envs, rb, writer, stop, saved)
 
     # TRY NOT TO MODIFY: start the game
