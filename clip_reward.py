@@ -83,6 +83,16 @@ def check_alpha(alpha: float) -> None:
         raise CLIPRewardError(f"alpha must be in [0, 1] (0: plain cosine reward, 1: full projection), got {got}")
 
 
+def check_prompts(prompts: str | Sequence[str], name: str = "prompts") -> list[str]:
+    """The prompts as a list; CLIPRewardError naming them (`name`) unless they are a string or a non-empty list of
+    non-blank strings."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise CLIPRewardError(f"{name} must be a string or a non-empty list of non-empty strings, got {prompts!r}")
+    return list(prompts)
+
+
 # --------------------------------------------------------------------------------------
 # The reward model
 # --------------------------------------------------------------------------------------
@@ -205,13 +215,7 @@ class CLIPReward(torch.nn.Module):
     @torch.inference_mode()
     def embed_prompts(self, prompts: Sequence[str], side: str = "prompt") -> torch.Tensor:
         """Embed each prompt, normalise each embedding, and return their mean (D,)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)):
-            raise CLIPRewardError(f"{side} prompts must be a string or a list of strings, got {prompts!r}")
-        prompts = list(prompts)
-        if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
-            raise CLIPRewardError(f"{side} prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+        prompts = check_prompts(prompts, "prompts" if side == "prompt" else f"{side} prompts")
         context_length = getattr(self.tokenizer, "context_length", None)
         for prompt in prompts:  # the tokenizer would cut a longer prompt silently
             count = _token_count(self.tokenizer, prompt)
@@ -275,11 +279,19 @@ def load_clip(
     precision "fp16" or "bf16" holds the weights in half precision (open_clip's mixed precision: layer norms run in
     float32), half the memory (ViT-bigG-14: ~10 GB -> ~5 GB); the reward model then runs under autocast.
     """
+    device = _check_device(device)
+    name, pretrained = check_clip_spec(model_spec, checkpoint, precision)
+    model = _create_model(name, pretrained, device, cache_dir, model_spec, precision)
+    return model, open_clip.get_tokenizer(name)
+
+
+def check_clip_spec(model_spec: str, checkpoint: str | None = None, precision: str = "fp32") -> tuple[str, str | None]:
+    """CLIPRewardError for a model spec, weights file or precision that load_clip would refuse, found without loading
+    or downloading anything; else (open_clip's model name, its pretrained tag or weights file)."""
     if not isinstance(model_spec, str) or not model_spec.strip():
         raise CLIPRewardError(f"model_spec must be a name such as {DEFAULT_MODEL!r}, got {model_spec!r}")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise CLIPRewardError(f"checkpoint must be the path of a weights file, got {checkpoint!r}")
-    device = _check_device(device)
     if precision not in PRECISIONS:
         raise CLIPRewardError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     schema = model_spec.split(":", 1)[0] if ":" in model_spec else None
@@ -296,8 +308,7 @@ def load_clip(
                 raise CLIPRewardError(
                     f"{model_spec}: no weights file (*.safetensors, *.bin, *.pth) beside open_clip_config.json"
                 )
-        model = _create_model(model_spec, None, device, cache_dir, model_spec, precision)
-        return model, open_clip.get_tokenizer(model_spec)
+        return model_spec, None
 
     architecture, _, pretrained = model_spec.partition("/")
     if architecture not in open_clip.list_models():
@@ -325,8 +336,7 @@ def load_clip(
         if pretrained not in tags:
             listed = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "")
             raise CLIPRewardError(f"unknown pretrained tag '{pretrained}' for {architecture}; valid tags: {listed or 'none'}")
-    model = _create_model(architecture, pretrained, device, cache_dir, model_spec, precision)
-    return model, open_clip.get_tokenizer(architecture)
+    return architecture, pretrained
 
 
 def _check_device(device) -> torch.device:
@@ -458,9 +468,8 @@ def load_reward_model(
     """Load CLIP (see `load_clip`) and build the reward model; device defaults to CUDA if available, precision to
     half-precision weights (fp16) on a GPU and float32 on a CPU."""
     check_alpha(alpha)  # fail before a multi-GB download, not after
-    for side, prompts in (("target", target_prompts), ("baseline", baseline_prompts)):
-        if not isinstance(prompts, (str, list, tuple)) or not all(isinstance(prompt, str) for prompt in prompts):
-            raise CLIPRewardError(f"{side}_prompts must be a string or a list of strings, got {prompts!r}")
+    check_prompts(target_prompts, "target_prompts")
+    check_prompts(baseline_prompts, "baseline_prompts")
     device = _check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = precision or ("fp16" if device.type == "cuda" else "fp32")
     model, tokenizer = load_clip(model_spec, checkpoint=checkpoint, device=device, precision=precision)

@@ -122,6 +122,14 @@ def mountaincar_states(args):
     return np.stack(frames), np.array(labels, dtype=np.uint8)
 
 
+def write_rows(path, rows):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def task_prompts(env, task):
     """(goal, baseline) prompt of a task: the paper's (Table 3)."""
     if env == "humanoid":
@@ -148,6 +156,8 @@ if __name__ == "__main__":
     try:
         for alpha in args.alphas:
             clip_reward.check_alpha(alpha)
+        for spec, checkpoint in zip(args.clip_model, checkpoints):  # every model, before the rendering and scoring
+            clip_reward.check_clip_spec(spec, checkpoint=None if checkpoint == "-" else checkpoint)
     except clip_reward.CLIPRewardError as error:
         sys.exit(f"error: {error}")
     csv_path = os.path.join(args.output_dir, "epic.csv")
@@ -173,8 +183,9 @@ if __name__ == "__main__":
             model, tokenizer = clip_reward.load_clip(spec, checkpoint=None if checkpoint == "-" else checkpoint, device=device)
             first_goal, first_baseline = task_prompts(args.env, args.tasks[0])
             reward_model = clip_reward.CLIPReward(model, tokenizer, [first_goal], [first_baseline], alpha=0.0)
-        except clip_reward.CLIPRewardError as error:
-            sys.exit(f"error: {error}")
+        except clip_reward.CLIPRewardError as error:  # a download that failed: the models scored so far are kept
+            scored = f"; the scores of {', '.join(parameters)} are in {csv_path}" if rows else ""
+            sys.exit(f"error: {error}{scored}")
         parameters[spec] = sum(p.numel() for p in model.parameters())
         embeddings = reward_model.embed_images(frames)  # once per model; every task and alpha below is a projection
         for t, task in enumerate(args.tasks):
@@ -189,12 +200,7 @@ if __name__ == "__main__":
         del model, reward_model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        write_rows(csv_path, rows)  # after each model, so a later model's failure loses nothing scored
 
     print("EPIC distance to the labels (0 best, 0.71 unrelated); columns: alpha")
     print(f"{'model':>40} {'task':>14} " + " ".join(f"{alpha:>6.2f}" for alpha in args.alphas))

@@ -179,12 +179,14 @@ def in_range(low, high, open_low=False):
 POSITIVE_FINITE = Rule(lambda value, args: 0 < value < math.inf, "> 0 and finite")
 NON_NEGATIVE_FINITE = Rule(lambda value, args: 0 <= value < math.inf, ">= 0 and finite")
 
+SENTENCES = Rule(lambda value, args: value is None or (len(value) > 0 and all(p.strip() for p in value)), "one or more sentences, none of them blank")  # fmt: skip
+
 # The arguments every training script has, and what each may be.
 COMMON_RULES = {
     "num_envs": at_least(1),
     "episode_length": at_least(1),
-    "batch_size": at_least(1),
     "buffer_size": at_least(1),
+    "batch_size": Rule(lambda value, args: 1 <= value <= args.buffer_size, ">= 1 and <= --buffer-size"),
     "train_frequency": at_least(1),
     "gradient_steps": at_least(1),
     "target_network_frequency": at_least(1),
@@ -197,6 +199,8 @@ COMMON_RULES = {
     "seed": Rule(lambda value, args: 0 <= value <= 2**32 - 1 - args.num_envs,
                  "in [0, 2**32 - 1 - num_envs] (numpy's seed range)"),  # fmt: skip
     "checkpoint_frequency": at_least(0),
+    "prompt": SENTENCES,
+    "baseline_prompt": SENTENCES,
     "exp_name": Rule(lambda value, args: re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", value) is not None,
                      "a folder name (letters, digits, . _ + -)"),  # fmt: skip
 }
@@ -493,9 +497,7 @@ def resume(args):
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     except Exception as error:  # a damaged file (checkpoints are written atomically, so not by this script)
-        refuse(
-            f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away"
-        )
+        refuse(f"error: cannot read {checkpoint_path} ({type(error).__name__}): resume from an earlier one by moving it away")
     if not isinstance(checkpoint, dict) or "ranks" not in checkpoint:
         refuse(f"error: --resume {args.resume}: {checkpoint_path} was written by an older version of this script")
     if checkpoint.get("script", script) != script:

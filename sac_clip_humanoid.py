@@ -126,7 +126,10 @@ class Args:
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **run_utils.SAC_RULES,
     "render_size": run_utils.in_range(32, 4096),  # below 32 px the body is a few pixels: no pose left to see
-    "render_quality": run_utils.at_least(0),
+    "render_quality": run_utils.Rule(  # larger than any GL here draws
+        lambda value, args: value is None or (0 <= value[0] <= 16384 and 0 <= value[1] <= 16),
+        "SHADOW_SIZE in [0, 16384] and MULTISAMPLES in [0, 16]",
+    ),
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
 }
@@ -212,8 +215,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (docs/multi_gpu.md)
     args, checkpoint = run_utils.resume(args)  # --resume: the run's own arguments, and its latest checkpoint
-    args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
     run_utils.check_args(args, ARG_RULES, world_size)
+    args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
     with run_utils.exit_on_bad_input():  # a scene that cannot be built as asked: one line, no traceback
         clip_envs.check_camera(args.camera)
         clip_envs.check_mujoco_gl()  # draws a test frame in a process of its own

@@ -39,7 +39,13 @@ CASES = [
     (HUMANOID, ["--render-size", "1"], "--render-size must be in [32, 4096], got 1"),
     (DQN, ["--buffer-size", "100000000000"], "--buffer-size must be >= 1 and fit in this machine's"),
     (HUMANOID, ["--buffer-size", "0"], "--buffer-size must be >= 1"),
-    (HUMANOID, ["--render-quality", "512", "-1"], "--render-quality must be >= 0, got (512, -1)"),
+    (HUMANOID, ["--render-quality", "512", "-1"],
+     "--render-quality must be SHADOW_SIZE in [0, 16384] and MULTISAMPLES in [0, 16], got (512, -1)"),
+    (HUMANOID, ["--render-quality", "100000", "4"], "--render-quality must be SHADOW_SIZE in [0, 16384]"),  # no GL draws it
+    (HUMANOID, ["--batch-size", "100000000"], "--batch-size must be >= 1 and <= --buffer-size, got 100000000"),
+    (DQN, ["--prompt", ""], "--prompt must be one or more sentences, none of them blank, got ('',)"),
+    (MOUNTAINCAR, ["--baseline-prompt", "a car", "  "], "--baseline-prompt must be one or more sentences"),
+    (HUMANOID, ["--prompt"], "--prompt must be one or more sentences, none of them blank, got ()"),  # not the task's prompt
     (DQN, ["--num-envs", "1000"], "--num-envs 1000 starts 1000 env worker processes (at most 256)"),
     (HUMANOID, ["--env-id", "Humanoid-v4"], "--env-id must be Humanoid-v5"),
     (HUMANOID, ["--camera", "3", "nan", "0", "1"], "--camera takes DISTANCE ELEVATION AZIMUTH LOOKAT_HEIGHT, finite"),
@@ -181,6 +187,9 @@ def test_a_damaged_checkpoint_is_named(tmp_path, monkeypatch):
     (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, None, ["b"], 0.0, device="cpu"), "target_prompts must be a string"),
     (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], [3], 0.0, device="cpu"), "baseline_prompts must be a string"),
     (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], ["b"], "0.5", device="cpu"), r"got '0.5' \(a str\)"),
+    # checked before the weights are loaded (here a download that would fail): the prompt is named, not the hub
+    (lambda: clip_reward.load_reward_model(clip_reward.DEFAULT_MODEL, [" "], ["b"], 0.0, device="cpu"), "target_prompts must be a string or a non-empty list"),
+    (lambda: clip_reward.load_reward_model(clip_reward.DEFAULT_MODEL, ["a"], [], 0.0, device="cpu"), "baseline_prompts must be a string or a non-empty list"),
 ])
 def test_the_python_api_names_the_argument_of_the_wrong_type(call, message):
     with pytest.raises(clip_reward.CLIPRewardError, match=message):
@@ -265,6 +274,9 @@ def run_tool(tool, args, cwd, monkeypatch):
     ("clip_reward_epic.py", ["--alphas"], "--alphas was given no values"),
     ("clip_reward_epic.py", ["--render-size", "0"], "--render-size must be in [32, 4096] (as in sac_clip_humanoid.py), got 0"),
     ("clip_reward_epic.py", ["--env", "cartpole", "--output-dir", "a-file"], "--output-dir a-file: cannot write there"),
+    ("clip_reward_epic.py", ["--clip-model", TINY_CARTPOLE_CLIP, "ViT-B-32", "--clip-checkpoint", "-", "/nonexistent"],
+     "CLIP checkpoint file not found: /nonexistent"),  # the second model, found before the first is scored
+    ("clip_reward_landscape.py", ["--prompt", " "], "--prompt must be one or more sentences, none of them blank, got (' ',)"),
 ])  # fmt: skip
 def test_the_tools_refuse_bad_input_before_their_work(tool, args, message, tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("a file where a folder should be")

@@ -220,7 +220,7 @@ def test_alpha_outside_unit_interval(tiny_clip_spec, alpha):
 
 @pytest.mark.parametrize("target, baseline, side", [([], ["b"], "target"), (["a"], [], "baseline"), (["a"], [" "], "baseline")])
 def test_empty_prompts(tiny_clip_spec, target, baseline, side):
-    with pytest.raises(CLIPRewardError, match=f"{side} prompts must be a non-empty list"):
+    with pytest.raises(CLIPRewardError, match=f"{side}_prompts must be a string or a non-empty list of non-empty strings"):
         clip_reward.load_reward_model(tiny_clip_spec, target, baseline, alpha=0.5, device="cpu")
 
 

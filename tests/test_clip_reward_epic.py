@@ -130,3 +130,29 @@ def test_on_mountaincar_the_tiny_mountaincar_clip_separates_the_flag(tmp_path):
     (row,) = read_epic(tmp_path)
     assert row["task"] == "flag" and 3 <= int(row["n_goal"]) <= 17  # 0.15 of the track lies past the flag
     assert float(row["epic"]) < 0.55, row  # the goal prompt's reward peaks at the flag
+
+
+def test_a_model_that_fails_to_load_keeps_the_scores_of_those_before_it(tmp_path, monkeypatch):
+    """The second model's download fails after the first was scored: its rows are in epic.csv, and the exit says so."""
+    import runpy
+
+    import clip_reward
+
+    load_clip, loads = clip_reward.load_clip, []
+
+    def first_loads_then_the_download_fails(spec, **kwargs):
+        loads.append(spec)
+        if len(loads) > 1:
+            raise clip_reward.CLIPRewardError(f"could not download the weights of {spec}")
+        return load_clip(spec, **kwargs)
+
+    monkeypatch.setattr(clip_reward, "load_clip", first_loads_then_the_download_fails)
+    monkeypatch.setattr(sys, "argv", [SCRIPT, "--env", "cartpole", "--num-states", "80", "--no-cuda", "--alphas", "0", "1",
+                                      "--clip-model", TINY_CARTPOLE_CLIP, "ViT-B-32/laion2b_s34b_b79k", "--output-dir", str(tmp_path)])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(os.path.join(REPO_ROOT, SCRIPT), run_name="__main__")
+    assert exit_info.value.code == (f"error: could not download the weights of ViT-B-32/laion2b_s34b_b79k; the scores of "
+                                    f"{TINY_CARTPOLE_CLIP} are in {tmp_path / 'epic.csv'}")  # fmt: skip
+    rows = read_epic(tmp_path)
+    assert [(row["model"], float(row["alpha"])) for row in rows] == [(TINY_CARTPOLE_CLIP, 0.0), (TINY_CARTPOLE_CLIP, 1.0)]
+    assert all(0 <= float(row["epic"]) <= 1 and int(row["n_goal"]) + int(row["n_other"]) == 80 for row in rows)

@@ -87,7 +87,7 @@ def test_clip_run_saves_a_480_pixel_video_and_the_policy(clip_run):
         (["--alpha", "1.2"], "alpha must be in [0, 1]"),
         (["--camera", "0", "-10", "90", "0.8"], "--camera takes DISTANCE"),
         (["--camera", "nan", "-10", "90", "0.8"], "--camera takes DISTANCE"),
-        (["--prompt", ""], "target prompts must be a non-empty list"),
+        (["--prompt", ""], "--prompt must be one or more sentences, none of them blank"),
         (["--no-textured", "--textures-dir", "."], "--textures-dir needs the textured scene"),
         (["--gradient-steps", "0"], "--gradient-steps must be >= 1"),
     ],
