@@ -244,6 +244,10 @@ class CLIPReward(torch.nn.Module):
     def rewards_from_embeddings(self, image_embeddings: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
         """Rewards (N,) of image embeddings; alpha other than the model's builds its own P."""
         projection = self.projection if alpha is None else projection_matrix(self.target, self.baseline, alpha)
+        is_tensor = isinstance(image_embeddings, torch.Tensor)
+        if not is_tensor or image_embeddings.shape[1:] != self.target.shape:
+            got = tuple(image_embeddings.shape) if is_tensor else type(image_embeddings).__name__
+            raise CLIPRewardError(f"image embeddings must be a tensor (N, {len(self.target)}) of this CLIP's, got {got}")
         return goal_baseline_reward(image_embeddings, self.target, projection)
 
     @torch.inference_mode()

@@ -138,7 +138,7 @@ if __name__ == "__main__":
         args.output_dir, "kneeling_learning_curves.png", panels, args.block, "sac_clip_humanoid.py --task kneeling, 64 px"
     )
     report = []
-    reward = args.clip_model if args.reward == "clip" else "the ground-truth kneeling score"
+    reward = args.clip_model.replace(REPO_ROOT + os.sep, "") if args.reward == "clip" else "the ground-truth kneeling score"
     report.append(f"sac_clip_humanoid.py --task kneeling, reward {reward}, prompt {prompt!r}, alpha {args.alpha}")
     report.append(
         f"{args.total_timesteps} steps in {minutes:.1f} min, {args.gradient_steps} updates per {args.num_envs} env steps"

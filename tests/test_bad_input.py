@@ -146,6 +146,8 @@ def test_an_unreachable_hub_fails_at_once_and_says_how_to_go_on(tmp_path, monkey
     (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=True), "alpha must be in"),
     (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=0.5, batch_size=2.5), "batch size must be"),
     (lambda m: m.embed_prompts([3]), "non-empty list of non-empty strings"),
+    (lambda m: m.rewards_from_embeddings(torch.zeros(2, 7)), r"image embeddings must be a tensor \(N, 32\) of this CLIP's, got \(2, 7\)"),
+    (lambda m: m.rewards_from_embeddings(torch.zeros(32)), r"got \(32,\)"),
     (lambda m: m(None), "numpy array or torch tensor"),
 ])
 def test_the_python_api_raises_clip_reward_errors_for_bad_types(call, message, tiny_clip_spec):
