@@ -29,7 +29,7 @@ class Args:
     episodes: int = 100
     """the number of evaluation episodes (the paper's 100)"""
     num_envs: int = 10
-    """episodes run side by side; CLIP scores their frames in one batch"""
+    """episodes run side by side (at most 256, and never more than --episodes); CLIP scores their frames in one batch"""
     seed: int = 10_000
     """episode i starts from the env seeded with seed + i (away from the training seeds)"""
     video_episodes: int = 3
@@ -101,6 +101,9 @@ if __name__ == "__main__":
     for name in ("episodes", "num_envs"):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.num_envs > 256:  # each env holds its own simulator and renderer in this process
+        sys.exit(f"error: --num-envs must be <= 256, got {args.num_envs}")
+    args.num_envs = min(args.num_envs, args.episodes)  # envs beyond --episodes would run episodes nobody counts
     if args.render_size is not None and not 32 <= args.render_size <= 4096:
         sys.exit(f"error: --render-size must be in [32, 4096], got {args.render_size}")
     if args.video_episodes < 0:

@@ -76,6 +76,7 @@ def test_evaluate_a_chosen_checkpoint_and_bad_input(cartpole_run, tmp_path):
     assert_one_line_error(run_script("evaluate.py", [tmp_path], cwd), "no checkpoints/step_*.pt")
     assert_one_line_error(run_script("evaluate.py", [run_dir, "--checkpoint", tmp_path / "nope.pt"], cwd), "no such file")
     assert_one_line_error(run_script("evaluate.py", [run_dir, "--episodes", 0], cwd), "--episodes must be >= 1")
+    assert_one_line_error(run_script("evaluate.py", [run_dir, "--num-envs", 1000], cwd), "--num-envs must be <= 256, got 1000")
     (tmp_path / "a-file").write_text("not a folder")
     result = run_script("evaluate.py", [run_dir, "--output-dir", tmp_path / "a-file"], cwd)
     assert_one_line_error(result, f"--output-dir {tmp_path / 'a-file'} is a file, not a folder")
