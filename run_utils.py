@@ -181,6 +181,11 @@ NON_NEGATIVE_FINITE = Rule(lambda value, args: 0 <= value < math.inf, ">= 0 and 
 
 SENTENCES = Rule(lambda value, args: value is None or (len(value) > 0 and all(p.strip() for p in value)), "one or more sentences, none of them blank")  # fmt: skip
 
+RENDER_QUALITY = Rule(  # MuJoCo's shadow map and multisamples; larger than a GL draws is a late crash in the env workers
+    lambda value, args: value is None or (0 <= value[0] <= 16384 and 0 <= value[1] <= 16),
+    "SHADOW_SIZE in [0, 16384] and MULTISAMPLES in [0, 16]",
+)
+
 # The arguments every training script has, and what each may be.
 COMMON_RULES = {
     "num_envs": at_least(1),

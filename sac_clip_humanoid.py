@@ -126,10 +126,7 @@ class Args:
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **run_utils.SAC_RULES,
     "render_size": run_utils.in_range(32, 4096),  # below 32 px the body is a few pixels: no pose left to see
-    "render_quality": run_utils.Rule(  # larger than any GL here draws
-        lambda value, args: value is None or (0 <= value[0] <= 16384 and 0 <= value[1] <= 16),
-        "SHADOW_SIZE in [0, 16384] and MULTISAMPLES in [0, 16]",
-    ),
+    "render_quality": run_utils.RENDER_QUALITY,
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
 }
