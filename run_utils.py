@@ -179,7 +179,10 @@ def in_range(low, high, open_low=False):
 POSITIVE_FINITE = Rule(lambda value, args: 0 < value < math.inf, "> 0 and finite")
 NON_NEGATIVE_FINITE = Rule(lambda value, args: 0 <= value < math.inf, ">= 0 and finite")
 
-SENTENCES = Rule(lambda value, args: value is None or (len(value) > 0 and all(p.strip() for p in value)), "one or more sentences, none of them blank")  # fmt: skip
+SENTENCES = Rule(
+    lambda value, args: value is None or (len(value) > 0 and all(p.strip() for p in value)),
+    "one or more sentences, none of them blank",
+)
 
 RENDER_QUALITY = Rule(  # MuJoCo's shadow map and multisamples; larger than a GL draws is a late crash in the env workers
     lambda value, args: value is None or (0 <= value[0] <= 16384 and 0 <= value[1] <= 16),
