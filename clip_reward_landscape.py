@@ -137,8 +137,8 @@ if __name__ == "__main__":
         if values is not None and len(values) == 0:
             sys.exit(f"error: {flag} was given no values: give at least one, or leave it out for the default")
     for flag, values in (("--prompt", args.prompt), ("--baseline-prompt", args.baseline_prompt)):
-        if values is not None and not all(value.strip() for value in values):
-            sys.exit(f"error: {flag} must be one or more sentences, none of them blank, got {values!r}")
+        if not run_utils.SENTENCES.test(values, args):  # the training scripts' rule
+            sys.exit(f"error: {flag} must be {run_utils.SENTENCES.text}, got {values!r}")
     stem = os.path.join(args.output_dir, f"{args.env}_landscape")
     earlier = [path for path in (f"{stem}.png", f"{stem}.csv") if os.path.exists(path)]
     if args.save_frames:

@@ -45,6 +45,13 @@ if __name__ == "__main__":
         sys.exit(f"error: --task must be one of {', '.join(clip_envs.HUMANOID_TASKS)}, got {args.task!r}")
     clip_envs.use_headless_mujoco_gl()
     torch.set_num_threads(min(4, os.cpu_count() or 1))
+    prompt = args.prompt or clip_envs.HUMANOID_TASKS[args.task]
+    try:
+        reward_model = clip_reward.load_reward_model(
+            args.clip_model, [prompt], [clip_envs.PROMPTS["humanoid"][1]], args.alpha, device="cpu"
+        )
+    except clip_reward.CLIPRewardError as error:
+        sys.exit(f"error: {error}")
     saved = np.load(os.path.join(REPO_ROOT, "assets", "humanoid-states.npz"))
     textures = clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES)
     env = clip_envs.make_humanoid("Humanoid-v5", 100, textures, args.render_size, quality=args.render_quality)
@@ -54,13 +61,6 @@ if __name__ == "__main__":
         env.unwrapped.set_state(qpos, qvel)
         frames.append(env.render())
     env.close()
-    prompt = args.prompt or clip_envs.HUMANOID_TASKS[args.task]
-    try:
-        reward_model = clip_reward.load_reward_model(
-            args.clip_model, [prompt], [clip_envs.PROMPTS["humanoid"][1]], args.alpha, device="cpu"
-        )
-    except clip_reward.CLIPRewardError as error:
-        sys.exit(f"error: {error}")
     rewards = reward_model(np.stack(frames)).numpy()
     meets = saved["labels"][:, list(saved["tasks"]).index(args.task)].astype(bool)
 
