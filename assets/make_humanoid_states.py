@@ -56,14 +56,15 @@ def turn(yaw_degrees, pitch_degrees):
     )
 
 
-def variation(env, task, rng, args):
-    """A random variation of the task's key pose, rested on the floor and settled; None if it is not plausible."""
+def variation(env, task, rng, args, blend=1.0):
+    """A random variation of the task's key pose, rested on the floor and settled; None if it is not plausible.
+    blend < 1 moves every joint and the torso's pitch only that fraction of the way from the standing start to the pose."""
     model = env.unwrapped.model
-    joints = dict(humanoid_poses.KEY_POSES[task])
+    joints = {name: blend * angle for name, angle in humanoid_poses.KEY_POSES[task].items()}
     for joint in range(1, model.njnt):  # joint 0 is the free root
         name, (low, high) = model.joint(joint).name, np.degrees(model.jnt_range[joint])
         joints[name] = float(np.clip(joints.get(name, 0.0) + rng.normal(0, args.joint_noise), low, high))
-    pitch = humanoid_poses.KEY_POSE_TORSO_PITCH.get(task, 0.0) + rng.normal(0, 3.0)
+    pitch = blend * humanoid_poses.KEY_POSE_TORSO_PITCH.get(task, 0.0) + rng.normal(0, 3.0)
     humanoid_poses.rest_on_floor(env, joints, turn(rng.uniform(-30, 30), pitch))
     if humanoid_poses.deepest_penetration(env.unwrapped.data) > 0.01:  # a limb inside another
         return None

@@ -2,16 +2,18 @@
 
 Renders the default humanoid scene (the paper's textures and camera, at --render-size; each state once with MuJoCo's
 default render quality and once with the cheap one of CPU experiments, --render-quality 512 0) in states made like
-assets/humanoid-states.npz: varied key poses of the eight tasks, near misses (the key poses varied more), and
-random-policy states, with their own seeds (so the committed state set stays unseen). Each frame's caption target is
-weighted by the tasks' dense ground-truth scores (clip_envs.task_scores: 1 where a task holds, less the further its
-predicate is from holding) over the Table 3 prompts, and "a humanoid robot lying on the floor" takes what the best
-score leaves. So a task's prompt rewards a body nearer its pose more, as the MountainCar CLIP's goal prompt rewards a
-car nearer the flag. The baseline "a humanoid robot" is pulled to the mean frame (see tiny_clip.py).
+assets/humanoid-states.npz: varied key poses of the eight tasks, near misses (the key poses varied more), states on the
+way from the standing start to each key pose, and random-policy states, with their own seeds (so the committed state set
+stays unseen). Each frame's caption target is weighted by the tasks' dense ground-truth scores (clip_envs.task_scores: 1
+where a task holds, less the further its predicate is from holding) over the Table 3 prompts, and "a humanoid robot
+lying on the floor" takes what the best score leaves. Both directions of CLIP's loss are trained: each frame picks its
+captions, and each caption picks its frames (weighted by those targets to the power --caption-sharpness), so a task's
+prompt rewards a body nearer its pose more, by a margin that grows with how much nearer, as the MountainCar CLIP's goal
+prompt rewards a car nearer the flag. The baseline "a humanoid robot" is pulled to the mean frame (see tiny_clip.py).
 
     python clip_reward_epic.py --env humanoid --render-size 64 --clip-model local-dir:assets/tiny-humanoid-clip-for-tests
 
-Seeded; ~40 minutes on 2 CPU cores (rendering ~16, training ~25). It will not replace the committed model unless told to:
+Seeded; ~15 minutes on 2 CPU cores (rendering ~6, training ~9). It will not replace the committed model unless told to:
 
     python assets/make_tiny_humanoid_clip.py --overwrite
 """
@@ -57,6 +59,8 @@ class Args:
     """variations of each task's key pose with --near-miss-noise, most of them missing the task"""
     near_miss_noise: float = 30.0
     """standard deviation of the joint angles' change in a near miss, degrees"""
+    transitions: int = 100
+    """states of each task on the way from the standing start to its key pose (a uniform fraction of the way, varied)"""
     rollouts: int = 60
     """random-policy rollouts from the standing start"""
     rollout_every: int = 3
@@ -71,15 +75,18 @@ class Args:
     """frames per step"""
     learning_rate: float = 5e-4
     """peak AdamW learning rate (linear warm-up, cosine decay)"""
+    caption_sharpness: float = 10.0
+    """power of the caption targets that weight the frames each caption picks: how much more a nearer pose is rewarded"""
 
 
-def varied_key_poses(env, rng, args, per_task):
-    """(qpos, qvel) of `per_task` plausible variations of each task's key pose (joints varied by args.joint_noise)."""
+def varied_key_poses(env, rng, args, per_task, on_the_way=False):
+    """(qpos, qvel) of `per_task` plausible variations of each task's key pose (joints varied by args.joint_noise);
+    on_the_way: each a random fraction of the way from the standing start to the pose."""
     qpos, qvel = [], []
     for task in TASKS:
         kept = 0
         while kept < per_task:
-            state = variation(env, task, rng, args)
+            state = variation(env, task, rng, args, blend=rng.uniform() if on_the_way else 1.0)
             if state is not None:
                 qpos.append(state[0]), qvel.append(state[1])
                 kept += 1
@@ -87,10 +94,11 @@ def varied_key_poses(env, rng, args, per_task):
 
 
 def states(args, rng, env):
-    """(qpos, qvel) of varied key poses, near misses and random-policy states."""
+    """(qpos, qvel) of varied key poses, near misses, states on the way to the key poses and random-policy states."""
     qpos, qvel = varied_key_poses(env, rng, args, args.variations)
     near_misses = varied_key_poses(env, rng, dataclasses.replace(args, joint_noise=args.near_miss_noise), args.near_misses)
-    qpos, qvel = qpos + near_misses[0], qvel + near_misses[1]
+    on_the_way = varied_key_poses(env, rng, args, args.transitions, on_the_way=True)
+    qpos, qvel = qpos + near_misses[0] + on_the_way[0], qvel + near_misses[1] + on_the_way[1]
     env.action_space.seed(args.seed)
     for rollout in range(args.rollouts):
         env.reset(seed=args.seed + 1 + rollout)
@@ -101,10 +109,20 @@ def states(args, rng, env):
     return qpos, qvel
 
 
+def caption_weights(scores):
+    """Unnormalised caption targets (N, 9) from the tasks' scores (N, 8): each task's score, NONE_CAPTION 1 - the best."""
+    return np.concatenate([scores, 1.0 - scores.max(axis=1, keepdims=True)], axis=1).astype(np.float64)
+
+
 def caption_targets(scores):
-    """Class probabilities (N, 9) from the tasks' scores (N, 8): each task's score, NONE_CAPTION 1 - the best one."""
-    targets = np.concatenate([scores, 1.0 - scores.max(axis=1, keepdims=True)], axis=1).astype(np.float32)
-    return torch.as_tensor(targets / targets.sum(axis=1, keepdims=True))
+    """Class probabilities (N, 9) of each frame's captions."""
+    weights = caption_weights(scores)
+    return torch.as_tensor(weights / weights.sum(axis=1, keepdims=True), dtype=torch.float32)
+
+
+def frame_weights(scores, sharpness):
+    """Weights (N, 9) of the frames each caption picks: its targets to the power `sharpness`, kept above zero."""
+    return torch.as_tensor(np.maximum(caption_weights(scores), 1e-3) ** sharpness, dtype=torch.float32)
 
 
 def render(qpos, qvel, args, quality=None):
@@ -145,9 +163,9 @@ if __name__ == "__main__":
     print(f"rendered {len(frames)} states in {time.time() - start:.0f}s; frames meeting each task: "
           + ", ".join(f"{task} {int(labels[:, i].sum())}" for i, task in enumerate(TASKS)))  # fmt: skip
 
-    targets = caption_targets(np.concatenate([scores[train], scores[train]]))
-    tiny_clip.train(model, tokenizer, images, [(CAPTIONS, targets)], BASELINE_CAPTION, args.steps,
-                    args.batch_size, args.learning_rate, start)  # fmt: skip
+    train_scores = np.concatenate([scores[train], scores[train]])
+    groups = [(CAPTIONS, caption_targets(train_scores), frame_weights(train_scores, args.caption_sharpness))]
+    tiny_clip.train(model, tokenizer, images, groups, BASELINE_CAPTION, args.steps, args.batch_size, args.learning_rate, start)
     # How well each task's Table 3 prompt separates the held-out frames that meet it (EPIC distance, alpha 0).
     for i, task in enumerate(TASKS):
         reward_model = clip_reward.CLIPReward(model, tokenizer, [CAPTIONS[i]], [BASELINE_CAPTION], alpha=0.0)

@@ -50,15 +50,19 @@ def learning_rate_at(step, steps, peak, warmup=100):
 def losses_and_accuracy(model, tokenizer, images, caption_groups, baseline_caption):
     """Summed caption cross-entropies plus the baseline term; accuracy of the first group's captions.
 
-    caption_groups: [(captions, targets)], targets class indices (N,) or class probabilities (N, C).
+    caption_groups: [(captions, targets)], targets class indices (N,) or class probabilities (N, C); or
+    [(captions, targets, frame_weights)], frame_weights (N, C) > 0 adding CLIP's other direction, each caption choosing
+    among the batch's frames in proportion to their weights, which orders one caption's similarity across frames.
     """
     s = F.normalize(model.encode_image(images), dim=-1)
     scale = model.logit_scale.exp()
     loss, accuracy = 0.0, None
-    for captions, targets in caption_groups:
+    for captions, targets, *frame_weights in caption_groups:
         texts = F.normalize(model.encode_text(tokenizer(captions)), dim=-1)
         logits = scale * s @ texts.T
         loss = loss + F.cross_entropy(logits, targets)
+        if frame_weights:
+            loss = loss + F.cross_entropy(logits.T, (frame_weights[0] / frame_weights[0].sum(dim=0)).T)
         if accuracy is None:
             labels = targets if targets.ndim == 1 else targets.argmax(dim=1)
             accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
@@ -75,7 +79,7 @@ def train(model, tokenizer, images, caption_groups, baseline_caption, steps, bat
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, steps, learning_rate)
         idx = torch.randint(0, len(images), (batch_size,))
-        batch_groups = [(captions, targets[idx]) for captions, targets in caption_groups]
+        batch_groups = [(captions, *(per_frame[idx] for per_frame in rest)) for captions, *rest in caption_groups]
         loss, accuracy = losses_and_accuracy(model, tokenizer, images[idx], batch_groups, baseline_caption)
         optimizer.zero_grad()
         loss.backward()

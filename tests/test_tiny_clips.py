@@ -1,11 +1,15 @@
-"""The tiny-CLIP scripts never replace a committed test asset by accident."""
+"""The tiny-CLIP scripts never replace a committed test asset by accident, and their loss orders frames as a reward needs."""
 
 import hashlib
 import os
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from conftest import REPO_ROOT
 from helpers import assert_one_line_error
@@ -21,3 +25,25 @@ def test_making_a_tiny_clip_refuses_to_overwrite_the_committed_model(env, tmp_pa
     assert_one_line_error(result, "error:", "already holds a model", "--overwrite")
     with open(weights, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == before
+
+
+def test_each_caption_learns_to_order_the_frames_by_their_weights():
+    """The caption -> frame direction of tiny_clip's loss (what the humanoid CLIP's reward reads). Each caption is alone
+    in its group, so the frame -> caption direction says nothing: only its frame weights can make one caption's
+    similarity rise along the frames and the other's fall."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "assets"))
+    import tiny_clip
+
+    torch.manual_seed(0)
+    model, tokenizer = tiny_clip.new_model()
+    images = torch.rand(8, 3, 64, 64)
+    rising, only_caption = torch.exp(torch.arange(8.0))[:, None], torch.ones(8, 1)
+    groups = [(["frame weight rising"], only_caption, rising), (["frame weight falling"], only_caption, rising.flip(0))]
+    tiny_clip.train(model, tokenizer, images, groups, "a frame", 150, 8, 2e-3, time.time())
+    with torch.no_grad():
+        s = F.normalize(model.encode_image(images), dim=-1)
+        texts = F.normalize(model.encode_text(tokenizer(["frame weight rising", "frame weight falling"])), dim=-1)
+        similarity = (s @ texts.T).numpy()
+    ranks = np.argsort(np.argsort(similarity, axis=0), axis=0)
+    assert np.corrcoef(ranks[:, 0], np.arange(8))[0, 1] > 0.8, similarity
+    assert np.corrcoef(ranks[:, 1], np.arange(8))[0, 1] < -0.8, similarity
