@@ -71,6 +71,9 @@ class Args:
     """the run's name in the plot and its files (default: from --reward and --prompt)"""
     output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "kneeling")
     """where the curve, the video and the plot go"""
+    keep_runs: Optional[str] = None
+    """folder that keeps the training run (runs/<name>: events, final checkpoint) and its evaluation (eval/<name>), to
+    resume, inspect or roll out later; by default both go with a temporary folder"""
 
 
 def random_policy_success_rate(episodes, seed=10_000):
@@ -96,7 +99,10 @@ if __name__ == "__main__":
     label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP: {prompt!r}")
     os.makedirs(args.output_dir, exist_ok=True)
     clip_envs.use_headless_mujoco_gl()
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = args.keep_runs or scratch
+        os.makedirs(workdir, exist_ok=True)
+        earlier_runs = set(glob.glob(os.path.join(workdir, "runs", "*")))
         command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--reward", args.reward,
                    "--clip-model", args.clip_model, "--task", "kneeling", "--alpha", str(args.alpha),
                    "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
@@ -109,7 +115,8 @@ if __name__ == "__main__":
         if subprocess.run(command, cwd=workdir, stdout=subprocess.DEVNULL).returncode:
             sys.exit("the training run failed (its error is above)")
         minutes = (time.time() - start) / 60
-        (run_dir,) = glob.glob(os.path.join(workdir, "runs", "*"))
+        (run_dir,) = set(glob.glob(os.path.join(workdir, "runs", "*"))) - earlier_runs
+        eval_dir = os.path.join(workdir, "eval", os.path.basename(run_dir))
         events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
         events.Reload()
         curve = {tag: [e.value for e in events.Scalars(tag)] for tag in ("charts/success", "pose/kneeling")}
@@ -122,11 +129,11 @@ if __name__ == "__main__":
         evaluation = subprocess.run(
             [sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, "--checkpoint", final_checkpoint,
              "--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480",
-             "--output-dir", os.path.join(workdir, "eval")],
+             "--output-dir", eval_dir],
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
         success_rate = float(re.search(r"success rate ([0-9.]+)", evaluation).group(1))
-        (video,) = glob.glob(os.path.join(workdir, "eval", "*.mp4"))
+        (video,) = glob.glob(os.path.join(eval_dir, "*.mp4"))
         shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}.mp4"))
     random_rate = random_policy_success_rate(args.eval_episodes)
 
