@@ -142,6 +142,9 @@ def render(qpos, qvel, args, quality=None):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.transitions < 0 or not args.caption_sharpness > 0:
+        sys.exit(f"error: --transitions must be >= 0 and --caption-sharpness > 0, got {args.transitions}, "
+                 f"{args.caption_sharpness}")  # fmt: skip
     tiny_clip.check_output_dir(args.output_dir, args.overwrite)
     clip_envs.use_headless_mujoco_gl()
     torch.manual_seed(args.seed)

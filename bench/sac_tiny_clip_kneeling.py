@@ -95,6 +95,8 @@ def random_policy_success_rate(episodes, seed=10_000):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.keep_runs and os.path.exists(args.keep_runs) and not os.path.isdir(args.keep_runs):
+        sys.exit(f"error: --keep-runs must be a folder, got the file {args.keep_runs}")
     prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
     label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP: {prompt!r}")
     os.makedirs(args.output_dir, exist_ok=True)

@@ -27,6 +27,14 @@ def test_making_a_tiny_clip_refuses_to_overwrite_the_committed_model(env, tmp_pa
         assert hashlib.sha256(f.read()).hexdigest() == before
 
 
+def test_the_humanoid_clip_script_refuses_a_sharpness_that_would_reverse_its_reward(tmp_path):
+    script = os.path.join(REPO_ROOT, "assets", "make_tiny_humanoid_clip.py")
+    result = subprocess.run([sys.executable, script, "--caption-sharpness", "-1", "--output-dir", str(tmp_path / "clip")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert_one_line_error(result, "error:", "--caption-sharpness > 0", "-1")
+    assert not os.path.exists(tmp_path / "clip")
+
+
 def test_each_caption_learns_to_order_the_frames_by_their_weights():
     """The caption -> frame direction of tiny_clip's loss (what the humanoid CLIP's reward reads). Each caption is alone
     in its group, so the frame -> caption direction says nothing: only its frame weights can make one caption's
