@@ -2,8 +2,9 @@
 
 Trains sac_clip_humanoid.py --task kneeling in the default scene at 64 px with the cheap render (shadow map 512, no
 multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
-with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then evaluates the final
-policy with evaluate.py: deterministic actions, 20 episodes, success = kneeling on at least half of the steps. Writes
+with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then evaluates with evaluate.py
+as the paper did: the checkpoint with the highest training return (of one every --checkpoint-frequency steps),
+deterministic actions, 20 episodes, success = kneeling on at least half of the steps; and the final policy alike. Writes
 to --output-dir the run's learning curve (<label>.csv), this report (<label>.txt), a video of the evaluated policy at
 480 px (<label>.mp4), and redraws kneeling_learning_curves.png from every curve there. Last line:
 `final success rate X (random Y)`.
@@ -63,6 +64,8 @@ class Args:
     """frame size CLIP sees (the tiny CLIP's input)"""
     seed: int = 1
     """training seed"""
+    checkpoint_frequency: int = 8000
+    """checkpoint every this many steps: evaluate.py picks the one with the highest training return"""
     eval_episodes: int = 20
     """deterministic evaluation episodes of the final policy (and of the random policy)"""
     block: int = 40
@@ -110,7 +113,7 @@ if __name__ == "__main__":
                    "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
                    "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts),
                    "--render-size", str(args.render_size),
-                   "--render-quality", "512", "0", "--seed", str(args.seed), "--checkpoint-frequency", "0",
+                   "--render-quality", "512", "0", "--seed", str(args.seed), "--checkpoint-frequency", str(args.checkpoint_frequency),
                    *(["--prompt", args.prompt] if args.prompt else []),
                    *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
         start = time.time()
@@ -126,16 +129,20 @@ if __name__ == "__main__":
         learned = "charts/episodic_clip_return" if args.reward == "clip" else "charts/episodic_return"
         curve["return"] = [e.value for e in events.Scalars(learned)]
 
-        # the final policy, deterministic, with a video at 480 px (success is the state's; the frame size only shows it)
-        (final_checkpoint,) = glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt"))
-        evaluation = subprocess.run(
-            [sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, "--checkpoint", final_checkpoint,
-             "--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480",
-             "--output-dir", eval_dir],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
-        success_rate = float(re.search(r"success rate ([0-9.]+)", evaluation).group(1))
-        (video,) = glob.glob(os.path.join(eval_dir, "*.mp4"))
+        # deterministic, with a video at 480 px (success is the state's; the frame size only shows it)
+        evaluations = {}
+        for name, checkpoint in (
+            ("best", []),
+            ("final", ["--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt"))]),
+        ):
+            evaluations[name] = subprocess.run(
+                [sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, *checkpoint,
+                 "--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480",
+                 "--output-dir", f"{eval_dir}_{name}"],
+                check=True, capture_output=True, text=True,
+            ).stdout.strip().splitlines()  # fmt: skip
+        success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["best"][-1]).group(1))
+        (video,) = glob.glob(os.path.join(f"{eval_dir}_best", "*.mp4"))
         shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}.mp4"))
     random_rate = random_policy_success_rate(args.eval_episodes)
 
@@ -159,7 +166,9 @@ if __name__ == "__main__":
             f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(curve['charts/success'][block]):>8.2f} "
             f"{np.mean(curve['pose/kneeling'][block]):>9.2f} {np.mean(curve['return'][block]):>8.2f}"
         )
-    report.append(f"evaluate.py, final policy: {evaluation.strip().splitlines()[-1]}")
+    report.append(f"evaluate.py, best checkpoint: {evaluations['best'][0]}")
+    report.append(f"  {evaluations['best'][-1]}")
+    report.append(f"evaluate.py, final policy: {evaluations['final'][-1]}")
     report.append(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")
     with open(os.path.join(args.output_dir, f"{slug(label)}.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
