@@ -2,9 +2,11 @@
 
 Trains sac_clip_humanoid.py --task kneeling in the default scene at 64 px with the cheap render (shadow map 512, no
 multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
-with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then evaluates with evaluate.py
-as the paper did: the checkpoint with the highest training return (of one every --checkpoint-frequency steps),
-deterministic actions, 20 episodes, success = kneeling on at least half of the steps; and the final policy alike. Writes
+with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then picks a checkpoint
+(one every --checkpoint-frequency steps) by the return its deterministic policy earns from the reward it learned,
+over 5 validation episodes at the training frame size, and evaluates it with evaluate.py: deterministic actions,
+20 episodes on other seeds, success = kneeling on at least half of the steps. For comparison it also evaluates the
+paper's pick (the highest training return) and the final policy alike. Writes
 to --output-dir the run's learning curve (<label>.csv), this report (<label>.txt), a video of the evaluated policy at
 480 px (<label>.mp4), and redraws kneeling_learning_curves.png from every curve there. Last line:
 `final success rate X (random Y)`.
@@ -24,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -66,6 +67,8 @@ class Args:
     """training seed"""
     checkpoint_frequency: int = 8000
     """checkpoint every this many steps: evaluate.py picks the one with the highest training return"""
+    validation_episodes: int = 5
+    """deterministic episodes per checkpoint (seeds 20000+) that rank the checkpoints by the learned reward's return"""
     eval_episodes: int = 20
     """deterministic evaluation episodes of the final policy (and of the random policy)"""
     block: int = 40
@@ -74,6 +77,8 @@ class Args:
     """the run's name in the plot and its files (default: from --reward and --prompt)"""
     output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "kneeling")
     """where the curve, the video and the plot go"""
+    run_dir: Optional[str] = None
+    """evaluate this finished training run (runs/<name>, made with the same --reward) instead of training one"""
     keep_runs: Optional[str] = None
     """folder that keeps the training run (runs/<name>: events, final checkpoint) and its evaluation (eval/<name>), to
     resume, inspect or roll out later; by default both go with a temporary folder"""
@@ -96,10 +101,31 @@ def random_policy_success_rate(episodes, seed=10_000):
     return float(np.mean(successes))
 
 
+def evaluate(run_dir, output_dir, *options):
+    """evaluate.py's output lines for the run, with these options."""
+    command = [sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, "--output-dir", output_dir, *options]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+
+
+def validated_checkpoint(run_dir, output_dir, reward, episodes):
+    """(the checkpoint whose deterministic policy earns the most of the learned reward on validation seeds, that
+    return); ground truth never chooses a CLIP run's checkpoint."""
+    learned = "CLIP return" if reward == "clip" else "ground-truth return"
+    returns = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt"))):
+        options = ["--checkpoint", path, "--episodes", str(episodes), "--seed", "20000", "--video-episodes", "0"]
+        summary = evaluate(run_dir, os.path.join(output_dir, os.path.basename(path)[:-3]), *options)[-1]
+        returns[path] = float(re.search(rf"{learned} (-?[0-9.]+)", summary).group(1))
+    best = max(returns, key=lambda path: (returns[path], path))
+    return best, returns[best]
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.keep_runs and os.path.exists(args.keep_runs) and not os.path.isdir(args.keep_runs):
         sys.exit(f"error: --keep-runs must be a folder, got the file {args.keep_runs}")
+    if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
+        sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
     prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
     label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP: {prompt!r}")
     os.makedirs(args.output_dir, exist_ok=True)
@@ -107,20 +133,20 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.keep_runs or scratch
         os.makedirs(workdir, exist_ok=True)
-        earlier_runs = set(glob.glob(os.path.join(workdir, "runs", "*")))
-        command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--reward", args.reward,
-                   "--clip-model", args.clip_model, "--task", "kneeling", "--alpha", str(args.alpha),
-                   "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
-                   "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts),
-                   "--render-size", str(args.render_size),
-                   "--render-quality", "512", "0", "--seed", str(args.seed), "--checkpoint-frequency", str(args.checkpoint_frequency),
-                   *(["--prompt", args.prompt] if args.prompt else []),
-                   *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
-        start = time.time()
-        if subprocess.run(command, cwd=workdir, stdout=subprocess.DEVNULL).returncode:
-            sys.exit("the training run failed (its error is above)")
-        minutes = (time.time() - start) / 60
-        (run_dir,) = set(glob.glob(os.path.join(workdir, "runs", "*"))) - earlier_runs
+        run_dir = args.run_dir
+        if run_dir is None:
+            earlier_runs = set(glob.glob(os.path.join(workdir, "runs", "*")))
+            command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--reward", args.reward,
+                       "--clip-model", args.clip_model, "--task", "kneeling", "--alpha", str(args.alpha),
+                       "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
+                       "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts),
+                       "--render-size", str(args.render_size), "--render-quality", "512", "0", "--seed", str(args.seed),
+                       "--checkpoint-frequency", str(args.checkpoint_frequency),
+                       *(["--prompt", args.prompt] if args.prompt else []),
+                       *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
+            if subprocess.run(command, cwd=workdir, stdout=subprocess.DEVNULL).returncode:
+                sys.exit("the training run failed (its error is above)")
+            (run_dir,) = set(glob.glob(os.path.join(workdir, "runs", "*"))) - earlier_runs
         eval_dir = os.path.join(workdir, "eval", os.path.basename(run_dir))
         events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
         events.Reload()
@@ -128,21 +154,20 @@ if __name__ == "__main__":
         steps = [e.step for e in events.Scalars("charts/success")]
         learned = "charts/episodic_clip_return" if args.reward == "clip" else "charts/episodic_return"
         curve["return"] = [e.value for e in events.Scalars(learned)]
+        minutes = (events.Scalars("charts/SPS")[-1].wall_time - events.Scalars("charts/SPS")[0].wall_time) / 60
 
         # deterministic, with a video at 480 px (success is the state's; the frame size only shows it)
-        evaluations = {}
-        for name, checkpoint in (
-            ("best", []),
-            ("final", ["--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt"))]),
-        ):
-            evaluations[name] = subprocess.run(
-                [sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, *checkpoint,
-                 "--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480",
-                 "--output-dir", f"{eval_dir}_{name}"],
-                check=True, capture_output=True, text=True,
-            ).stdout.strip().splitlines()  # fmt: skip
-        success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["best"][-1]).group(1))
-        (video,) = glob.glob(os.path.join(f"{eval_dir}_best", "*.mp4"))
+        chosen, validation_return = validated_checkpoint(
+            run_dir, f"{eval_dir}_validation", args.reward, args.validation_episodes
+        )
+        test = ["--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480"]
+        evaluations = {
+            "validated": evaluate(run_dir, f"{eval_dir}_validated", "--checkpoint", chosen, *test),
+            "paper": evaluate(run_dir, f"{eval_dir}_paper", *test),
+            "final": evaluate(run_dir, f"{eval_dir}_final", "--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt")), *test),
+        }  # fmt: skip
+        success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["validated"][-1]).group(1))
+        (video,) = glob.glob(os.path.join(f"{eval_dir}_validated", "*.mp4"))
         shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}.mp4"))
     random_rate = random_policy_success_rate(args.eval_episodes)
 
@@ -166,9 +191,11 @@ if __name__ == "__main__":
             f"{steps[min(i + args.block, len(steps)) - 1]:>10} {np.mean(curve['charts/success'][block]):>8.2f} "
             f"{np.mean(curve['pose/kneeling'][block]):>9.2f} {np.mean(curve['return'][block]):>8.2f}"
         )
-    report.append(f"evaluate.py, best checkpoint: {evaluations['best'][0]}")
-    report.append(f"  {evaluations['best'][-1]}")
-    report.append(f"evaluate.py, final policy: {evaluations['final'][-1]}")
+    step = int(re.search(r"step_0*([0-9]+)", chosen).group(1))
+    report.append(f"checkpoint of step {step}: the highest validation return ({validation_return:.2f})")
+    report.append(f"evaluate.py, that checkpoint: {evaluations['validated'][-1]}")
+    report.append(f"evaluate.py, the paper's pick ({evaluations['paper'][0].split(': ', 1)[1]}): {evaluations['paper'][-1]}")
+    report.append(f"evaluate.py, the final policy: {evaluations['final'][-1]}")
     report.append(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")
     with open(os.path.join(args.output_dir, f"{slug(label)}.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
