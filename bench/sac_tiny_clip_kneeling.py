@@ -4,12 +4,12 @@ Trains sac_clip_humanoid.py --task kneeling in the default scene at 64 px with t
 multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
 with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then picks a checkpoint
 (one every --checkpoint-frequency steps) by the return its deterministic policy earns from the reward it learned,
-over 5 validation episodes at the training frame size, and evaluates it with evaluate.py: deterministic actions,
+over --validation-episodes at the training frame size, and evaluates it with evaluate.py: deterministic actions,
 20 episodes on other seeds, success = kneeling on at least half of the steps. For comparison it also evaluates the
-paper's pick (the highest training return) and the final policy alike. Writes
-to --output-dir the run's learning curve (<label>.csv), this report (<label>.txt), a video of the evaluated policy at
-480 px (<label>.mp4), and redraws kneeling_learning_curves.png from every curve there. Last line:
-`final success rate X (random Y)`.
+paper's pick (the highest training return) and the final policy alike. Writes to --output-dir the run's learning
+curve (<label>.csv), this report (<label>.txt), a video of the chosen policy at 480 px (<label>.mp4), and redraws
+kneeling_learning_curves.png from every curve there. Last line: `final success rate X (random Y)`, of the chosen
+checkpoint.
 
     python bench/sac_tiny_clip_kneeling.py --reward ground-truth                   # the reference
     python bench/sac_tiny_clip_kneeling.py                                         # the tiny CLIP, "a humanoid robot kneeling"
