@@ -66,7 +66,7 @@ class Args:
     seed: int = 1
     """training seed"""
     checkpoint_frequency: int = 8000
-    """checkpoint every this many steps: evaluate.py picks the one with the highest training return"""
+    """checkpoint every this many steps (0: only at the end); the bench evaluates the one that validates best"""
     validation_episodes: int = 5
     """deterministic episodes per checkpoint (seeds 20000+) that rank the checkpoints by the learned reward's return"""
     eval_episodes: int = 20
@@ -104,7 +104,10 @@ def random_policy_success_rate(episodes, seed=10_000):
 def evaluate(run_dir, output_dir, *options):
     """evaluate.py's output lines for the run, with these options."""
     command = [sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, "--output-dir", output_dir, *options]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    evaluation = subprocess.run(command, capture_output=True, text=True)
+    if evaluation.returncode:
+        sys.exit(f"evaluate.py failed: {(evaluation.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return evaluation.stdout.strip().splitlines()
 
 
 def validated_checkpoint(run_dir, output_dir, reward, episodes):
@@ -124,6 +127,11 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.keep_runs and os.path.exists(args.keep_runs) and not os.path.isdir(args.keep_runs):
         sys.exit(f"error: --keep-runs must be a folder, got the file {args.keep_runs}")
+    for name in ("validation_episodes", "eval_episodes"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.checkpoint_frequency < 0:
+        sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
     if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
         sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
     prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
@@ -153,6 +161,8 @@ if __name__ == "__main__":
         curve = {tag: [e.value for e in events.Scalars(tag)] for tag in ("charts/success", "pose/kneeling")}
         steps = [e.step for e in events.Scalars("charts/success")]
         learned = "charts/episodic_clip_return" if args.reward == "clip" else "charts/episodic_return"
+        if ("charts/episodic_clip_return" in events.Tags()["scalars"]) != (args.reward == "clip"):
+            sys.exit(f"error: --run-dir {run_dir} did not learn from --reward {args.reward}")
         curve["return"] = [e.value for e in events.Scalars(learned)]
         minutes = (events.Scalars("charts/SPS")[-1].wall_time - events.Scalars("charts/SPS")[0].wall_time) / 60
 
