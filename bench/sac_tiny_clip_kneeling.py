@@ -67,7 +67,7 @@ class Args:
     """training seed"""
     checkpoint_frequency: int = 8000
     """checkpoint every this many steps (0: only at the end); the bench evaluates the one that validates best"""
-    validation_episodes: int = 5
+    validation_episodes: int = 20
     """deterministic episodes per checkpoint (seeds 20000+) that rank the checkpoints by the learned reward's return"""
     eval_episodes: int = 20
     """deterministic evaluation episodes of the final policy (and of the random policy)"""
@@ -177,7 +177,8 @@ if __name__ == "__main__":
             "final": evaluate(run_dir, f"{eval_dir}_final", "--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt")), *test),
         }  # fmt: skip
         success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["validated"][-1]).group(1))
-        (video,) = glob.glob(os.path.join(f"{eval_dir}_validated", "*.mp4"))
+        written_to = re.search(r"written to (.+)$", evaluations["validated"][-1]).group(1)  # evaluate.py never overwrites
+        (video,) = glob.glob(os.path.join(written_to, "*.mp4"))
         shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}.mp4"))
     random_rate = random_policy_success_rate(args.eval_episodes)
 
