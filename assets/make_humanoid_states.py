@@ -66,11 +66,17 @@ def variation(env, task, rng, args, blend=1.0):
         joints[name] = float(np.clip(joints.get(name, 0.0) + rng.normal(0, args.joint_noise), low, high))
     pitch = blend * humanoid_poses.KEY_POSE_TORSO_PITCH.get(task, 0.0) + rng.normal(0, 3.0)
     humanoid_poses.rest_on_floor(env, joints, turn(rng.uniform(-30, 30), pitch))
-    if humanoid_poses.deepest_penetration(env.unwrapped.data) > 0.01:  # a limb inside another
+    return settled(env, args)
+
+
+def settled(env, args):
+    """(qpos, qvel) after args.settle_steps steps with zero torques of a body just rested on the floor; None if it is not
+    plausible before or after (a limb inside another or the floor, or the body floating)."""
+    model, data = env.unwrapped.model, env.unwrapped.data
+    if humanoid_poses.deepest_penetration(data) > 0.01:
         return None
     for _ in range(args.settle_steps):
         env.step(np.zeros(model.nu))
-    data = env.unwrapped.data
     if humanoid_poses.deepest_penetration(data) > 0.01 or humanoid_poses.lowest_point(model, data) > 0.02:
         return None
     return data.qpos.copy(), data.qvel.copy()

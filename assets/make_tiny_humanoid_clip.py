@@ -3,17 +3,19 @@
 Renders the default humanoid scene (the paper's textures and camera, at --render-size; each state once with MuJoCo's
 default render quality and once with the cheap one of CPU experiments, --render-quality 512 0) in states made like
 assets/humanoid-states.npz: varied key poses of the eight tasks, near misses (the key poses varied more), states on the
-way from the standing start to each key pose, and random-policy states, with their own seeds (so the committed state set
-stays unseen). Each frame's caption target is weighted by the tasks' dense ground-truth scores (clip_envs.task_scores: 1
-where a task holds, less the further its predicate is from holding) over the Table 3 prompts, and "a humanoid robot
-lying on the floor" takes what the best score leaves. Both directions of CLIP's loss are trained: each frame picks its
-captions, and each caption picks its frames (weighted by those targets to the power --caption-sharpness), so a task's
-prompt rewards a body nearer its pose more, by a margin that grows with how much nearer, as the MountainCar CLIP's goal
-prompt rewards a car nearer the flag. The baseline "a humanoid robot" is pulled to the mean frame (see tiny_clip.py).
+way from the standing start to each key pose, kneeling-like states (legs and torso bent at random: the poses a policy
+learning to kneel passes, most of them not kneeling) and random-policy states, with their own seeds (so the committed
+state set stays unseen). Each frame's caption target is weighted by the tasks' dense ground-truth scores
+(clip_envs.task_scores: 1 where a task holds, less the further its predicate is from holding) over the Table 3 prompts,
+and "a humanoid robot lying on the floor" takes what the best score leaves. Both directions of CLIP's loss are trained:
+each frame picks its captions, and each caption picks its frames (weighted by those targets to the power
+--caption-sharpness), so a task's prompt rewards a body nearer its pose more, by a margin that grows with how much
+nearer, as the MountainCar CLIP's goal prompt rewards a car nearer the flag. The baseline "a humanoid robot" is pulled
+to the mean frame (see tiny_clip.py).
 
     python clip_reward_epic.py --env humanoid --render-size 64 --clip-model local-dir:assets/tiny-humanoid-clip-for-tests
 
-Seeded; ~15 minutes on 2 CPU cores (rendering ~6, training ~9). It will not replace the committed model unless told to:
+Seeded; ~30 minutes on 2 CPU cores (rendering ~11, training ~17). It will not replace the committed model unless told to:
 
     python assets/make_tiny_humanoid_clip.py --overwrite
 """
@@ -35,7 +37,8 @@ import clip_envs  # noqa: E402
 import clip_reward  # noqa: E402
 from clip_reward_epic import epic_distance  # noqa: E402
 import tiny_clip  # noqa: E402
-from make_humanoid_states import variation  # noqa: E402
+from make_humanoid_states import settled, turn, variation  # noqa: E402
+from assets import humanoid_poses  # noqa: E402
 
 TASKS = list(clip_envs.HUMANOID_TASKS)
 NONE_CAPTION = "a humanoid robot lying on the floor"
@@ -61,6 +64,8 @@ class Args:
     """standard deviation of the joint angles' change in a near miss, degrees"""
     transitions: int = 100
     """states of each task on the way from the standing start to its key pose (a uniform fraction of the way, varied)"""
+    crouches: int = 800
+    """kneeling-like states: both legs bent at random (kneeling upright, sitting on the heels, crouching, one knee up)"""
     rollouts: int = 60
     """random-policy rollouts from the standing start"""
     rollout_every: int = 3
@@ -93,12 +98,38 @@ def varied_key_poses(env, rng, args, per_task, on_the_way=False):
     return qpos, qvel
 
 
+def crouch(env, rng, args):
+    """A random kneeling-like state, rested on the floor and settled; None if it is not plausible. The body's own way down:
+    knees (mostly bent alike) and hips bent anywhere in their range, the torso pitched up to 60 degrees either way, so that
+    kneeling upright sits among the poses a policy passes on the way (leaning back on the heels, crouching, leaning forward,
+    one knee up)."""
+    model = env.unwrapped.model
+    knee, hip = rng.uniform(-160, -20), rng.uniform(-110, 20)
+    joints = {name: rng.normal(0, args.joint_noise) for name in (model.joint(j).name for j in range(1, model.njnt))}
+    for side in ("left", "right"):
+        alike = rng.uniform() < 0.7
+        joints[f"{side}_knee"] = knee + rng.normal(0, 10) if alike else rng.uniform(-160, -2)
+        joints[f"{side}_hip_y"] = hip + rng.normal(0, 10) if alike else rng.uniform(-110, 20)
+    joints["abdomen_y"] = rng.uniform(-50, 20)
+    for joint in range(1, model.njnt):
+        low, high = np.degrees(model.jnt_range[joint])
+        joints[model.joint(joint).name] = float(np.clip(joints[model.joint(joint).name], low, high))
+    humanoid_poses.rest_on_floor(env, joints, turn(rng.uniform(-30, 30), rng.uniform(-60, 60)))
+    return settled(env, args)
+
+
 def states(args, rng, env):
-    """(qpos, qvel) of varied key poses, near misses, states on the way to the key poses and random-policy states."""
+    """(qpos, qvel) of varied key poses, near misses, states on the way to the key poses, kneeling-like states and
+    random-policy states."""
     qpos, qvel = varied_key_poses(env, rng, args, args.variations)
     near_misses = varied_key_poses(env, rng, dataclasses.replace(args, joint_noise=args.near_miss_noise), args.near_misses)
     on_the_way = varied_key_poses(env, rng, args, args.transitions, on_the_way=True)
     qpos, qvel = qpos + near_misses[0] + on_the_way[0], qvel + near_misses[1] + on_the_way[1]
+    for _ in range(args.crouches):
+        state = None
+        while state is None:
+            state = crouch(env, rng, args)
+        qpos.append(state[0]), qvel.append(state[1])
     env.action_space.seed(args.seed)
     for rollout in range(args.rollouts):
         env.reset(seed=args.seed + 1 + rollout)
