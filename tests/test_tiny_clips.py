@@ -1,4 +1,5 @@
-"""The tiny-CLIP scripts never replace a committed test asset by accident, and their loss orders frames as a reward needs."""
+"""The tiny-CLIP scripts never replace a committed test asset by accident, their loss orders frames as a reward needs, and
+the humanoid CLIP's kneeling-like states are plausible near misses."""
 
 import hashlib
 import os
@@ -55,3 +56,28 @@ def test_each_caption_learns_to_order_the_frames_by_their_weights():
     ranks = np.argsort(np.argsort(similarity, axis=0), axis=0)
     assert np.corrcoef(ranks[:, 0], np.arange(8))[0, 1] > 0.8, similarity
     assert np.corrcoef(ranks[:, 1], np.arange(8))[0, 1] < -0.8, similarity
+
+
+def test_the_humanoid_clips_kneeling_like_states_are_plausible_and_mostly_near_misses():
+    """make_tiny_humanoid_clip.crouch: bodies resting on the floor with nothing inside anything else, with bent knees,
+    a few of them kneeling and most not, so the kneeling prompt learns what separates the pose from its near misses."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "assets"))
+    import clip_envs
+    from assets import humanoid_poses
+    import make_tiny_humanoid_clip
+
+    env = clip_envs.make_humanoid("Humanoid-v5", 100, None, render_size=32)
+    env.reset(seed=0)
+    rng, args = np.random.default_rng(0), make_tiny_humanoid_clip.Args()
+    kneeling, bent_knees, kept = 0, 0, 0
+    while kept < 60:
+        if make_tiny_humanoid_clip.crouch(env, rng, args) is None:
+            continue
+        kept += 1
+        data = env.unwrapped.data
+        assert humanoid_poses.deepest_penetration(data) <= 0.01
+        assert humanoid_poses.lowest_point(env.unwrapped.model, data) <= 0.02
+        kneeling += clip_envs.task_success(data)["kneeling"]
+        bent_knees += max(data.joint("left_knee").qpos[0], data.joint("right_knee").qpos[0]) < np.radians(-30)
+    env.close()
+    assert 1 <= kneeling <= 15 and bent_knees >= 40, (kneeling, bent_knees)
