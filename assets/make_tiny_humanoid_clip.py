@@ -65,7 +65,7 @@ class Args:
     transitions: int = 100
     """states of each task on the way from the standing start to its key pose (a uniform fraction of the way, varied)"""
     crouches: int = 800
-    """kneeling-like states: both legs bent at random (kneeling upright, sitting on the heels, crouching, one knee up)"""
+    """kneeling-like states: legs and torso bent at random (kneeling upright, leaning back on the heels, crouching, one knee up)"""
     rollouts: int = 60
     """random-policy rollouts from the standing start"""
     rollout_every: int = 3
