@@ -548,7 +548,7 @@ def make_humanoid(
 # Env state for checkpoints
 # --------------------------------------------------------------------------------------
 
-_PLAIN = (type(None), bool, int, float, np.number, np.ndarray)
+_PLAIN = (type(None), bool, int, float, str, np.number, np.ndarray)
 
 
 def _end_env_workers():
@@ -618,8 +618,9 @@ class FrameInInfo(gym.Wrapper):
 
 def env_state(env):
     """Everything that decides an env's future, for a checkpoint: each layer's (wrappers', then the base env's)
-    plain attributes (step counters, CartPole's state, episode statistics), its random generators (the env's and its
-    action space's), and MuJoCo's data. Renderers and pygame surfaces are rebuilt, not saved."""
+    plain attributes (step counters, CartPole's state, episode statistics, the name of the video being recorded), the
+    frames of that video so far, its random generators (the env's and its action space's), and MuJoCo's data.
+    Renderers and pygame surfaces are rebuilt, not saved."""
     import copy
 
     layers = []
@@ -634,6 +635,8 @@ def env_state(env):
                 state[name] = ("space", copy.deepcopy(value.np_random.bit_generator.state))
             elif type(value).__name__ == "MjData":  # all of it: the env's reward also reads derived quantities
                 state[name] = ("mujoco", zlib.compress(pickle.dumps(value), 1))  # ~50 kB for the humanoid
+            elif isinstance(value, list) and all(isinstance(v, np.ndarray) for v in value):  # RecordVideo's frames
+                state[name] = ("frames", zlib.compress(pickle.dumps(value), 1))
             elif isinstance(value, _PLAIN):
                 state[name] = ("value", copy.deepcopy(value))
         layers.append(state)
@@ -650,7 +653,7 @@ def load_env_state(env, layers):
                 getattr(env, name).bit_generator.state = value
             elif kind == "space":
                 getattr(env, name).np_random.bit_generator.state = value
-            elif kind == "mujoco":
+            elif kind in ("mujoco", "frames"):
                 setattr(env, name, pickle.loads(zlib.decompress(value)))
             else:
                 setattr(env, name, value)

@@ -2,9 +2,9 @@
 use, --textures-dir, MountainCar's car on the track and beside the flag, CartPole's cart in view."""
 
 import os
-import shutil
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from PIL import Image
@@ -334,6 +334,42 @@ def test_record_video_warns_of_overwriting_only_where_a_video_is(tmp_path):
     assert not [w for w in caught if "Overwriting" in str(w.message)]
     with pytest.warns(UserWarning, match="Overwriting existing videos"):
         clip_envs.RecordVideo(clip_envs.make_cartpole("CartPole-v1", 200, render=True), str(used)).close()
+
+
+def test_a_video_recorded_across_a_checkpoint_is_whole_after_loading_it(tmp_path):
+    """The episode being recorded when a run stops goes on after --resume into the same video, none of its frames lost
+    and no earlier video overwritten: the folder ends as a run that never stopped leaves it."""
+    import imageio.v2 as imageio
+
+    def make(folder):  # as the training scripts wrap env 0
+        env = clip_envs.RecordVideo(clip_envs.make_cartpole("CartPole-v1", 20, render=True), str(folder))
+        return clip_envs.FrameInInfo(gym.wrappers.RecordEpisodeStatistics(env), True)
+
+    def play(env, steps):
+        for _ in range(steps):
+            _, _, _, truncated, _ = env.step(1)
+            if truncated:
+                env.reset()
+
+    def frame_counts(folder):
+        return {path.name: imageio.get_reader(str(path), "ffmpeg").count_frames() for path in folder.glob("*.mp4")}
+
+    uninterrupted, interrupted = make(tmp_path / "uninterrupted"), make(tmp_path / "interrupted")
+    for env in (uninterrupted, interrupted):
+        env.reset(seed=1)
+        play(env, 27)  # episode 0, then 7 steps into episode 1: both recorded
+    state = clip_envs.env_state(interrupted)
+    interrupted.close()  # a stopped run closes its envs, which saves what the video holds so far
+    play(uninterrupted, 13)
+    uninterrupted.close()
+    resumed = make(tmp_path / "interrupted")
+    resumed.reset(seed=1)  # a fresh env's reset starts a recording of its own, which the state replaces
+    clip_envs.load_env_state(resumed, state)
+    play(resumed, 13)
+    resumed.close()
+    expected = frame_counts(tmp_path / "uninterrupted")
+    assert sorted(expected) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
+    assert frame_counts(tmp_path / "interrupted") == expected
 
 
 # gymnasium's env checker sees the inner CartPole's angle outside its own bounds, which CartPoleOnTrack widens
