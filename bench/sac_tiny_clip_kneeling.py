@@ -61,6 +61,8 @@ class Args:
     """random actions until this step, then SAC's"""
     gradient_steps: int = 2
     """SAC updates per vector step of --num-envs env steps"""
+    ent_coef: Optional[float] = None
+    """a fixed SAC entropy coefficient, so the policy keeps exploring (default: auto-tuned, the paper's)"""
     render_size: int = 64
     """frame size CLIP sees (the tiny CLIP's input)"""
     seed: int = 1
@@ -132,6 +134,8 @@ if __name__ == "__main__":
             sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.checkpoint_frequency < 0:
         sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
+    if args.ent_coef is not None and not args.ent_coef > 0:
+        sys.exit(f"error: --ent-coef must be > 0, got {args.ent_coef}")
     if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
         sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
     prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
@@ -151,6 +155,7 @@ if __name__ == "__main__":
                        "--render-size", str(args.render_size), "--render-quality", "512", "0", "--seed", str(args.seed),
                        "--checkpoint-frequency", str(args.checkpoint_frequency),
                        *(["--prompt", args.prompt] if args.prompt else []),
+                       *(["--no-autotune", "--ent-coef", str(args.ent_coef)] if args.ent_coef is not None else []),
                        *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
             if subprocess.run(command, cwd=workdir, stdout=subprocess.DEVNULL).returncode:
                 sys.exit("the training run failed (its error is above)")

@@ -283,3 +283,24 @@ def run_tool(tool, args, cwd, monkeypatch):
 def test_the_tools_refuse_bad_input_before_their_work(tool, args, message, tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("a file where a folder should be")
     assert message in run_tool(tool, args, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ent-coef", "0"], "--ent-coef must be > 0, got 0.0"),
+    (["--ent-coef", "nan"], "--ent-coef must be > 0, got nan"),
+    (["--checkpoint-frequency", "-1"], "--checkpoint-frequency must be >= 0, got -1"),
+    (["--validation-episodes", "0"], "--validation-episodes must be >= 1, got 0"),
+])  # fmt: skip
+def test_the_kneeling_bench_refuses_bad_input_before_it_trains(args, message, tmp_path, monkeypatch):
+    import runpy
+    import subprocess
+
+    def work_started(*args, **kwargs):
+        raise AssertionError("the bench started its work before refusing its input")
+
+    bench = os.path.join(REPO_ROOT, "bench", "sac_tiny_clip_kneeling.py")
+    monkeypatch.setattr(sys, "argv", [bench, "--output-dir", str(tmp_path), *args])
+    monkeypatch.setattr(subprocess, "run", work_started)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(bench, run_name="__main__")
+    assert exit_info.value.code == f"error: {message}"
