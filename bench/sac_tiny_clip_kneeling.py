@@ -62,7 +62,7 @@ class Args:
     gradient_steps: int = 2
     """SAC updates per vector step of --num-envs env steps"""
     ent_coef: Optional[float] = None
-    """a fixed SAC entropy coefficient, so the policy keeps exploring (default: auto-tuned, the paper's)"""
+    """a fixed SAC entropy coefficient instead of the auto-tuned one (the paper's, the default)"""
     render_size: int = 64
     """frame size CLIP sees (the tiny CLIP's input)"""
     seed: int = 1
