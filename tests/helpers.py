@@ -35,15 +35,8 @@ def run_script(script, args, cwd, timeout=600, processes=1):
 def start_script(script, args, cwd, processes=1):
     """Like run_script, without waiting, in a process group of its own (signals can go to the script and its env
     workers together, as Ctrl-C in a terminal sends them): returns the Popen (stdout and stderr piped, as text)."""
-    return subprocess.Popen(
-        script_command(script, args, processes),
-        cwd=cwd,
-        env=script_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return subprocess.Popen(script_command(script, args, processes), cwd=cwd, env=script_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for_checkpoint(process, cwd, timeout=300):

@@ -15,9 +15,7 @@ from helpers import read_scalars, run_script
 
 MAKERS = {
     "cartpole": lambda: clip_envs.make_cartpole("CartPole-v1", 30, render=True),
-    "mountaincar": lambda: clip_envs.make_mountaincar(
-        "MountainCarContinuous-v0", 30, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES)
-    ),
+    "mountaincar": lambda: clip_envs.make_mountaincar("MountainCarContinuous-v0", 30, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES)),
     "humanoid": lambda: clip_envs.make_humanoid("Humanoid-v5", 30, clip_envs.scene_textures(clip_envs.HUMANOID_TEXTURES), 64),
 }
 
@@ -38,9 +36,7 @@ def test_async_envs_give_the_frames_and_rewards_of_in_process_envs(env):
     np.testing.assert_array_equal(outputs[0][1]["frame"], outputs[1][1]["frame"])
     for step in range(35):
         actions = sync_envs.action_space.sample()
-        (obs, rewards, ends, cuts, info), (a_obs, a_rewards, a_ends, a_cuts, a_info) = (
-            e.step(actions) for e in (sync_envs, async_envs)
-        )
+        (obs, rewards, ends, cuts, info), (a_obs, a_rewards, a_ends, a_cuts, a_info) = (e.step(actions) for e in (sync_envs, async_envs))
         np.testing.assert_array_equal(obs, a_obs)
         np.testing.assert_array_equal(rewards, a_rewards)
         np.testing.assert_array_equal(ends | cuts, a_ends | a_cuts)
@@ -51,26 +47,8 @@ def test_async_envs_give_the_frames_and_rewards_of_in_process_envs(env):
 
 
 def test_a_script_with_async_envs_logs_what_it_logs_with_in_process_envs(tiny_clip_spec, tmp_path):
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        240,
-        "--num-envs",
-        3,
-        "--episode-length",
-        40,
-        "--learning-starts",
-        90,
-        "--batch-size",
-        16,
-        "--train-frequency",
-        5,
-        "--gradient-steps",
-        10,
-        "--seed",
-        4,
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 240, "--num-envs", 3, "--episode-length", 40,
+            "--learning-starts", 90, "--batch-size", 16, "--train-frequency", 5, "--gradient-steps", 10, "--seed", 4]
     logged = []
     for kind in ("--async-envs", "--no-async-envs"):
         cwd = tmp_path / kind
@@ -86,13 +64,10 @@ def test_a_script_with_async_envs_logs_what_it_logs_with_in_process_envs(tiny_cl
 def test_a_failing_training_process_ends_instead_of_waiting_for_its_env_workers():
     """Env workers ignore SIGTERM (the training process checkpoints first), and SIGTERM is all that multiprocessing's
     exit handler sends them; clip_envs kills them at exit, so a script that fails ends (it used to hang for ever)."""
-    code = (
-        "import gymnasium as gym, clip_envs\n"
-        "envs = gym.vector.AsyncVectorEnv([lambda: clip_envs.FrameInInfo(gym.make('CartPole-v1'), False)] * 2)\n"
-        "envs.reset(seed=0)\n"
-        "raise RuntimeError('the training process fails')\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True, timeout=60
-    )
+    code = ("import gymnasium as gym, clip_envs\n"
+            "envs = gym.vector.AsyncVectorEnv([lambda: clip_envs.FrameInInfo(gym.make('CartPole-v1'), False)] * 2)\n"
+            "envs.reset(seed=0)\n"
+            "raise RuntimeError('the training process fails')\n")
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 1 and "RuntimeError: the training process fails" in result.stderr, result.stderr

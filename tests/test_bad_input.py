@@ -23,11 +23,7 @@ CASES = [
     (DQN, ["--tau", "0"], "--tau must be in (0, 1]"),
     (DQN, ["--start-e", "1.5"], "--start-e must be in [0, 1]"),
     (DQN, ["--exploration-fraction", "0"], "--exploration-fraction must be in (0, 1]"),
-    (
-        DQN,
-        ["--total-timesteps", "100", "--learning-starts", "1000"],
-        "--total-timesteps must be >= --num-envs and --learning-starts",
-    ),
+    (DQN, ["--total-timesteps", "100", "--learning-starts", "1000"], "--total-timesteps must be >= --num-envs and --learning-starts"),
     (DQN, ["--total-timesteps", "3", "--num-envs", "4", "--learning-starts", "0"], "--total-timesteps must be >= --num-envs"),
     (DQN, ["--learning-starts", "-1"], "--learning-starts must be >= 0"),
     (DQN, ["--env-id", "MountainCar-v0"], "--env-id must be CartPole-v1 or CartPole-v0"),
@@ -43,11 +39,8 @@ CASES = [
     (HUMANOID, ["--render-size", "1"], "--render-size must be in [32, 4096], got 1"),
     (DQN, ["--buffer-size", "100000000000"], "--buffer-size must be >= 1 and fit in this machine's"),
     (HUMANOID, ["--buffer-size", "0"], "--buffer-size must be >= 1"),
-    (
-        HUMANOID,
-        ["--render-quality", "512", "-1"],
-        "--render-quality must be SHADOW_SIZE in [0, 16384] and MULTISAMPLES in [0, 16], got (512, -1)",
-    ),
+    (HUMANOID, ["--render-quality", "512", "-1"],
+     "--render-quality must be SHADOW_SIZE in [0, 16384] and MULTISAMPLES in [0, 16], got (512, -1)"),
     (HUMANOID, ["--render-quality", "100000", "4"], "--render-quality must be SHADOW_SIZE in [0, 16384]"),  # no GL draws it
     (HUMANOID, ["--batch-size", "100000000"], "--batch-size must be >= 1 and <= --buffer-size, got 100000000"),
     (DQN, ["--prompt", ""], "--prompt must be one or more sentences, none of them blank, got ('',)"),
@@ -76,9 +69,7 @@ def test_a_bad_argument_ends_the_process_with_one_line(script, tmp_path):
 
 def test_an_invalid_mujoco_gl_is_refused_before_anything_renders(tmp_path, monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "disable")
-    assert "MUJOCO_GL=disable cannot render" in exit_message(
-        HUMANOID, ["--clip-model", TINY_CARTPOLE_CLIP], tmp_path, monkeypatch
-    )
+    assert "MUJOCO_GL=disable cannot render" in exit_message(HUMANOID, ["--clip-model", TINY_CARTPOLE_CLIP], tmp_path, monkeypatch)
 
 
 def test_a_mujoco_gl_that_cannot_render_here_is_named_before_any_work(tmp_path, monkeypatch):
@@ -150,24 +141,15 @@ def test_an_unreachable_hub_fails_at_once_and_says_how_to_go_on(tmp_path, monkey
     assert constants.HF_HUB_OFFLINE is False  # the offline switch was only for that attempt
 
 
-@pytest.mark.parametrize(
-    "call, message",
-    [
-        (lambda m: m.rewards_from_embeddings(torch.zeros(1, 32), alpha="0.5"), "alpha must be in"),
-        (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=True), "alpha must be in"),
-        (
-            lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=0.5, batch_size=2.5),
-            "batch size must be",
-        ),
-        (lambda m: m.embed_prompts([3]), "non-empty list of non-empty strings"),
-        (
-            lambda m: m.rewards_from_embeddings(torch.zeros(2, 7)),
-            r"image embeddings must be a tensor \(N, 32\) of this CLIP's, got \(2, 7\)",
-        ),
-        (lambda m: m.rewards_from_embeddings(torch.zeros(32)), r"got \(32,\)"),
-        (lambda m: m(None), "numpy array or torch tensor"),
-    ],
-)
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.rewards_from_embeddings(torch.zeros(1, 32), alpha="0.5"), "alpha must be in"),
+    (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=True), "alpha must be in"),
+    (lambda m: clip_reward.CLIPReward(m.model, m.tokenizer, ["a"], ["b"], alpha=0.5, batch_size=2.5), "batch size must be"),
+    (lambda m: m.embed_prompts([3]), "non-empty list of non-empty strings"),
+    (lambda m: m.rewards_from_embeddings(torch.zeros(2, 7)), r"image embeddings must be a tensor \(N, 32\) of this CLIP's, got \(2, 7\)"),
+    (lambda m: m.rewards_from_embeddings(torch.zeros(32)), r"got \(32,\)"),
+    (lambda m: m(None), "numpy array or torch tensor"),
+])
 def test_the_python_api_raises_clip_reward_errors_for_bad_types(call, message, tiny_clip_spec):
     model = clip_reward.load_reward_model(tiny_clip_spec, ["a cart"], ["a pole"], alpha=0.0, device="cpu")
     with pytest.raises(clip_reward.CLIPRewardError, match=message):
@@ -184,18 +166,14 @@ def test_a_bad_device_is_named(device, message, tiny_clip_spec):
 
 @pytest.mark.parametrize("script", [DQN, MOUNTAINCAR, HUMANOID])
 def test_a_negative_seed_is_refused(script, tmp_path, monkeypatch):
-    assert "--seed must be in [0, " in exit_message(
-        script, ["--clip-model", TINY_CARTPOLE_CLIP, "--seed", "-1"], tmp_path, monkeypatch
-    )
+    assert "--seed must be in [0, " in exit_message(script, ["--clip-model", TINY_CARTPOLE_CLIP, "--seed", "-1"], tmp_path, monkeypatch)
 
 
 def test_a_damaged_checkpoint_is_named(tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "CartPole-v1__dqn_clip_cartpole__1__1"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "step_000000100.pt").write_bytes(b"not a checkpoint")
-    message = exit_message(
-        DQN, ["--resume", "runs/CartPole-v1__dqn_clip_cartpole__1__1"], tmp_path, monkeypatch, new_run=False
-    )
+    message = exit_message(DQN, ["--resume", "runs/CartPole-v1__dqn_clip_cartpole__1__1"], tmp_path, monkeypatch, new_run=False)
     assert "cannot read runs/CartPole-v1__dqn_clip_cartpole__1__1/checkpoints/step_000000100.pt" in message
     with pytest.raises(SystemExit) as exit_info:
         monkeypatch.setattr("sys.argv", ["evaluate.py", str(run_dir)])
@@ -205,31 +183,16 @@ def test_a_damaged_checkpoint_is_named(tmp_path, monkeypatch):
     assert "cannot read" in exit_info.value.code and "step_000000100.pt as a checkpoint" in exit_info.value.code
 
 
-@pytest.mark.parametrize(
-    "call, message",
-    [
-        (lambda: clip_reward.load_reward_model(123, ["a"], ["b"], 0.0, device="cpu"), "model_spec must be a name such as"),
-        (lambda: clip_reward.load_reward_model(None, ["a"], ["b"], 0.0, device="cpu"), "got None"),
-        (
-            lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, None, ["b"], 0.0, device="cpu"),
-            "target_prompts must be a string",
-        ),
-        (
-            lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], [3], 0.0, device="cpu"),
-            "baseline_prompts must be a string",
-        ),
-        (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], ["b"], "0.5", device="cpu"), r"got '0.5' \(a str\)"),
-        # checked before the weights are loaded (here a download that would fail): the prompt is named, not the hub
-        (
-            lambda: clip_reward.load_reward_model(clip_reward.DEFAULT_MODEL, [" "], ["b"], 0.0, device="cpu"),
-            "target_prompts must be a string or a non-empty list",
-        ),
-        (
-            lambda: clip_reward.load_reward_model(clip_reward.DEFAULT_MODEL, ["a"], [], 0.0, device="cpu"),
-            "baseline_prompts must be a string or a non-empty list",
-        ),
-    ],
-)
+@pytest.mark.parametrize("call, message", [
+    (lambda: clip_reward.load_reward_model(123, ["a"], ["b"], 0.0, device="cpu"), "model_spec must be a name such as"),
+    (lambda: clip_reward.load_reward_model(None, ["a"], ["b"], 0.0, device="cpu"), "got None"),
+    (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, None, ["b"], 0.0, device="cpu"), "target_prompts must be a string"),
+    (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], [3], 0.0, device="cpu"), "baseline_prompts must be a string"),
+    (lambda: clip_reward.load_reward_model(TINY_CARTPOLE_CLIP, ["a"], ["b"], "0.5", device="cpu"), r"got '0.5' \(a str\)"),
+    # checked before the weights are loaded (here a download that would fail): the prompt is named, not the hub
+    (lambda: clip_reward.load_reward_model(clip_reward.DEFAULT_MODEL, [" "], ["b"], 0.0, device="cpu"), "target_prompts must be a string or a non-empty list"),
+    (lambda: clip_reward.load_reward_model(clip_reward.DEFAULT_MODEL, ["a"], [], 0.0, device="cpu"), "baseline_prompts must be a string or a non-empty list"),
+])
 def test_the_python_api_names_the_argument_of_the_wrong_type(call, message):
     with pytest.raises(clip_reward.CLIPRewardError, match=message):
         call()
@@ -238,9 +201,7 @@ def test_the_python_api_names_the_argument_of_the_wrong_type(call, message):
 def test_weights_files_that_cannot_be_loaded_say_why(tmp_path):
     text = tmp_path / "notes.bin"
     text.write_text("hello, not weights")
-    with pytest.raises(
-        clip_reward.CLIPRewardError, match="could not load .*notes.bin as ViT-B-32 weights: not a weights file"
-    ):
+    with pytest.raises(clip_reward.CLIPRewardError, match="could not load .*notes.bin as ViT-B-32 weights: not a weights file"):
         clip_reward.load_clip("ViT-B-32", checkpoint=str(text))
     tiny_weights = f"{REPO_ROOT}/assets/tiny-cartpole-clip-for-tests/open_clip_model.safetensors"
     with pytest.raises(clip_reward.CLIPRewardError, match="do not fit this architecture"):  # another model's weights

@@ -18,71 +18,15 @@ TINY_MOUNTAINCAR_CLIP = f"local-dir:{REPO_ROOT}/assets/tiny-mountaincar-clip-for
 
 # Short runs that train, log losses and episodes, and write two periodic checkpoints before their end.
 RUNS = {
-    "dqn_clip_cartpole.py": [
-        "--clip-model",
-        TINY_CARTPOLE_CLIP,
-        "--total-timesteps",
-        1800,
-        "--num-envs",
-        2,
-        "--learning-starts",
-        300,
-        "--train-frequency",
-        2,
-        "--buffer-size",
-        3000,
-        "--checkpoint-frequency",
-        600,
-        "--episode-length",
-        100,
-    ],
-    "sac_clip_mountaincar.py": [
-        "--clip-model",
-        TINY_MOUNTAINCAR_CLIP,
-        "--total-timesteps",
-        900,
-        "--num-envs",
-        2,
-        "--learning-starts",
-        200,
-        "--batch-size",
-        32,
-        "--train-frequency",
-        5,
-        "--gradient-steps",
-        10,
-        "--buffer-size",
-        2000,
-        "--checkpoint-frequency",
-        300,
-        "--episode-length",
-        100,
-    ],
-    "sac_clip_humanoid.py": [
-        "--total-timesteps",
-        180,
-        "--num-envs",
-        2,
-        "--episode-length",
-        30,
-        "--render-size",
-        48,
-        "--learning-starts",
-        60,
-        "--batch-size",
-        32,
-        "--train-frequency",
-        3,
-        "--gradient-steps",
-        10,
-        "--hidden-sizes",
-        32,
-        32,
-        "--buffer-size",
-        1000,
-        "--checkpoint-frequency",
-        60,
-    ],
+    "dqn_clip_cartpole.py": ["--clip-model", TINY_CARTPOLE_CLIP, "--total-timesteps", 1800, "--num-envs", 2,
+                             "--learning-starts", 300, "--train-frequency", 2, "--buffer-size", 3000,
+                             "--checkpoint-frequency", 600, "--episode-length", 100],
+    "sac_clip_mountaincar.py": ["--clip-model", TINY_MOUNTAINCAR_CLIP, "--total-timesteps", 900, "--num-envs", 2,
+                                "--learning-starts", 200, "--batch-size", 32, "--train-frequency", 5, "--gradient-steps", 10,
+                                "--buffer-size", 2000, "--checkpoint-frequency", 300, "--episode-length", 100],
+    "sac_clip_humanoid.py": ["--total-timesteps", 180, "--num-envs", 2, "--episode-length", 30, "--render-size", 48,
+                             "--learning-starts", 60, "--batch-size", 32, "--train-frequency", 3, "--gradient-steps", 10,
+                             "--hidden-sizes", 32, 32, "--buffer-size", 1000, "--checkpoint-frequency", 60],
 }
 
 
@@ -95,14 +39,8 @@ def checkpoint_steps(cwd):
     return sorted(int(path[-12:-3]) for path in glob.glob(os.path.join(cwd, "runs", "*", "checkpoints", "step_*.pt")))
 
 
-@pytest.mark.parametrize(
-    "script, stop",
-    [
-        ("dqn_clip_cartpole.py", signal.SIGTERM),
-        ("sac_clip_mountaincar.py", signal.SIGINT),
-        ("sac_clip_humanoid.py", signal.SIGTERM),
-    ],
-)
+@pytest.mark.parametrize("script, stop", [("dqn_clip_cartpole.py", signal.SIGTERM), ("sac_clip_mountaincar.py", signal.SIGINT),
+                                          ("sac_clip_humanoid.py", signal.SIGTERM)])
 def test_a_run_stopped_by_a_signal_resumes_to_the_same_logs(script, stop, tiny_clip_spec, tmp_path):
     """SIGTERM/SIGINT mid-run: a checkpoint at the current step, exit 128+signal with one line; --resume then logs
     exactly what a run that was never interrupted logs (rewards, returns, losses, success), buffer checkpointed."""
@@ -166,12 +104,8 @@ def test_resume_refuses_other_arguments_and_folders_without_checkpoints(tmp_path
 
     run = tmp_path / "runs" / "CartPole-v1__dqn_clip_cartpole__3__1"
     (run / "checkpoints").mkdir(parents=True)
-    checkpoint = {
-        "script": "dqn_clip_cartpole.py",
-        "args": vars(Args(total_timesteps=1800, seed=3)),
-        "global_step": 600,
-        "ranks": [{}],
-    }
+    checkpoint = {"script": "dqn_clip_cartpole.py", "args": vars(Args(total_timesteps=1800, seed=3)), "global_step": 600,
+                  "ranks": [{}]}
     torch.save(checkpoint, run / "checkpoints" / "step_000000600.pt")
     resume = ["--resume", "runs/CartPole-v1__dqn_clip_cartpole__3__1"]
     message = exit_message("dqn_clip_cartpole.py", [*resume, "--total-timesteps", 10], tmp_path, monkeypatch, new_run=False)
@@ -190,11 +124,8 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     taken = [tmp_path / "runs" / f"CartPole-v1__dqn_clip_cartpole__1__{t}" for t in range(now, now + 60)]
     for folder in taken:
         folder.mkdir(parents=True)
-    result = run_script(
-        "dqn_clip_cartpole.py",
-        ["--reward", "ground-truth", "--total-timesteps", 100, "--learning-starts", 50, "--save-model"],
-        tmp_path,
-    )
+    result = run_script("dqn_clip_cartpole.py", ["--reward", "ground-truth", "--total-timesteps", 100, "--learning-starts", 50,
+                                                "--save-model"], tmp_path)
     assert result.returncode == 0, result.stderr
     new = set(glob.glob(str(tmp_path / "runs" / "*"))) - set(map(str, taken))
     (folder,) = new
@@ -205,9 +136,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 @pytest.mark.parametrize("name", ["../outside", "a/b", "", ".hidden", "x y"])
 def test_a_bad_exp_name_is_refused(name, tmp_path, monkeypatch):
-    assert "--exp-name must be a folder name" in exit_message(
-        "dqn_clip_cartpole.py", ["--exp-name", name], tmp_path, monkeypatch
-    )
+    assert "--exp-name must be a folder name" in exit_message("dqn_clip_cartpole.py", ["--exp-name", name], tmp_path, monkeypatch)
 
 
 def test_an_unwritable_output_folder_is_refused(tmp_path, monkeypatch):

@@ -218,9 +218,7 @@ def test_alpha_outside_unit_interval(tiny_clip_spec, alpha):
         clip_reward.load_reward_model(tiny_clip_spec, ["a"], ["b"], alpha=alpha, device="cpu")
 
 
-@pytest.mark.parametrize(
-    "target, baseline, side", [([], ["b"], "target"), (["a"], [], "baseline"), (["a"], [" "], "baseline")]
-)
+@pytest.mark.parametrize("target, baseline, side", [([], ["b"], "target"), (["a"], [], "baseline"), (["a"], [" "], "baseline")])
 def test_empty_prompts(tiny_clip_spec, target, baseline, side):
     with pytest.raises(CLIPRewardError, match=f"{side}_prompts must be a string or a non-empty list of non-empty strings"):
         clip_reward.load_reward_model(tiny_clip_spec, target, baseline, alpha=0.5, device="cpu")
@@ -251,9 +249,7 @@ def test_unknown_architecture_lists_valid_names():
 
 
 def test_unknown_pretrained_tag_lists_valid_tags():
-    with pytest.raises(
-        CLIPRewardError, match="unknown pretrained tag 'laion9b' for ViT-B-32; valid tags: .*laion2b_s34b_b79k"
-    ):
+    with pytest.raises(CLIPRewardError, match="unknown pretrained tag 'laion9b' for ViT-B-32; valid tags: .*laion2b_s34b_b79k"):
         clip_reward.load_clip("ViT-B-32/laion9b")
 
 
@@ -295,14 +291,8 @@ def test_half_precision_rewards_are_within_0_02_of_float32(tmp_path):
     _, frames = random_policy_rollouts(1, 100, render=True)
     for alpha in (0.0, 0.5):
         full, half = (
-            clip_reward.load_reward_model(
-                spec,
-                ["pole vertically upright on top of the cart"],
-                ["pole and cart"],
-                alpha,
-                device="cpu",
-                precision=precision,
-            )
+            clip_reward.load_reward_model(spec, ["pole vertically upright on top of the cart"], ["pole and cart"], alpha,
+                                          device="cpu", precision=precision)
             for precision in ("fp32", "bf16")
         )
         assert {p.dtype for p in full.model.parameters()} == {torch.float32}

@@ -66,39 +66,19 @@ def test_the_state_set_is_labelled_by_the_predicates_and_plausible():
 def test_the_seeded_script_writes_the_committed_state_set(tmp_path):
     output = tmp_path / "states.npz"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "assets", "make_humanoid_states.py"), "--output", output],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "assets", "make_humanoid_states.py"), "--output", output],
+                            capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     committed, again = np.load(STATES), np.load(output)
     for name in ("qpos", "qvel", "labels", "tasks", "origin"):
         np.testing.assert_array_equal(again[name], committed[name])
-    refused = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "assets", "make_humanoid_states.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    refused = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "assets", "make_humanoid_states.py")],
+                             capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode != 0 and "--overwrite" in refused.stderr
 
 
 def test_on_cartpole_the_trained_tiny_clip_is_closer_to_the_labels_than_a_random_clip(tiny_clip_spec, tmp_path):
-    args = [
-        "--env",
-        "cartpole",
-        "--clip-model",
-        TINY_CARTPOLE_CLIP,
-        tiny_clip_spec,
-        "--num-states",
-        200,
-        "--output-dir",
-        tmp_path,
-    ]
+    args = ["--env", "cartpole", "--clip-model", TINY_CARTPOLE_CLIP, tiny_clip_spec, "--num-states", 200, "--output-dir", tmp_path]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     rows = read_epic(tmp_path)
@@ -123,28 +103,12 @@ def test_humanoid_scores_every_task_and_alpha_from_one_rendering(tiny_clip_spec,
     """One rendering of 150 of the labelled states, two models: every task and alpha for each, the goal counts the
     labels give, and the tiny humanoid CLIP (trained on other states, assets/make_tiny_humanoid_clip.py) much closer to
     the labels than a random CLIP for the whole-body poses."""
-    args = [
-        "--env",
-        "humanoid",
-        "--clip-model",
-        TINY_HUMANOID_CLIP,
-        tiny_clip_spec,
-        "--max-states",
-        150,
-        "--render-size",
-        64,
-        "--alphas",
-        0.0,
-        1.0,
-        "--output-dir",
-        tmp_path,
-    ]
+    args = ["--env", "humanoid", "--clip-model", TINY_HUMANOID_CLIP, tiny_clip_spec, "--max-states", 150, "--render-size", 64,
+            "--alphas", 0.0, 1.0, "--output-dir", tmp_path]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     rows = read_epic(tmp_path)
-    expected = [
-        (model, t, a) for model in (TINY_HUMANOID_CLIP, tiny_clip_spec) for t in clip_envs.HUMANOID_TASKS for a in (0.0, 1.0)
-    ]
+    expected = [(model, t, a) for model in (TINY_HUMANOID_CLIP, tiny_clip_spec) for t in clip_envs.HUMANOID_TASKS for a in (0.0, 1.0)]
     assert [(row["model"], row["task"], float(row["alpha"])) for row in rows] == expected
     saved = np.load(STATES)
     chosen = np.sort(np.random.default_rng(0).choice(len(saved["qpos"]), 150, replace=False))
@@ -154,25 +118,13 @@ def test_humanoid_scores_every_task_and_alpha_from_one_rendering(tiny_clip_spec,
     epic = {(row["model"], row["task"], float(row["alpha"])): float(row["epic"]) for row in rows}
     for task in ("standing", "kneeling"):
         assert epic[TINY_HUMANOID_CLIP, task, 0.0] < epic[tiny_clip_spec, task, 0.0] - 0.1, epic
-    assert_one_line_error(
-        run_script(SCRIPT, ["--env", "humanoid", "--tasks", "dancing", "--output-dir", tmp_path / "x"], tmp_path),
-        "--tasks for humanoid are",
-    )
+    assert_one_line_error(run_script(SCRIPT, ["--env", "humanoid", "--tasks", "dancing", "--output-dir", tmp_path / "x"], tmp_path),
+                          "--tasks for humanoid are")
 
 
 def test_on_mountaincar_the_tiny_mountaincar_clip_separates_the_flag(tmp_path):
-    args = [
-        "--env",
-        "mountaincar",
-        "--clip-model",
-        f"local-dir:{REPO_ROOT}/assets/tiny-mountaincar-clip-for-tests",
-        "--num-states",
-        100,
-        "--alphas",
-        0.5,
-        "--output-dir",
-        tmp_path,
-    ]
+    args = ["--env", "mountaincar", "--clip-model", f"local-dir:{REPO_ROOT}/assets/tiny-mountaincar-clip-for-tests",
+            "--num-states", 100, "--alphas", 0.5, "--output-dir", tmp_path]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     (row,) = read_epic(tmp_path)

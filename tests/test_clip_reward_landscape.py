@@ -23,19 +23,16 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def run_landscape(env, clip_model, cwd, num_states, *extra):
-    result = run_script(
-        SCRIPT, ["--env", env, "--clip-model", clip_model, "--num-states", num_states, "--output-dir", cwd, *extra], cwd
-    )
+    result = run_script(SCRIPT, ["--env", env, "--clip-model", clip_model, "--num-states", num_states,
+                                 "--output-dir", cwd, *extra], cwd)
     assert result.returncode == 0, result.stderr
     with open(os.path.join(cwd, f"{env}_landscape.csv")) as f:
         rows = list(csv.DictReader(f))
     states = np.array([float(row["state"]) for row in rows])
     ground_truth = np.array([float(row["ground_truth"]) for row in rows])
     rewards = {alpha: np.array([float(row[f"reward_alpha_{alpha}"]) for row in rows]) for alpha in ALPHAS}
-    printed = {
-        float(a): (float(p), float(r), float(e))
-        for a, p, r, e in re.findall(r"^\s*([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)$", result.stdout, re.M)
-    }
+    printed = {float(a): (float(p), float(r), float(e))
+               for a, p, r, e in re.findall(r"^\s*([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+([\d.]+)$", result.stdout, re.M)}
     return states, ground_truth, rewards, printed
 
 
@@ -51,8 +48,7 @@ def test_cartpole_landscape_writes_the_rewards_of_rendered_states(tiny_clip_spec
         env.unwrapped.state = np.array([0.0, 0.0, angle, 0.0])
         frames.append(env.render())
     model = clip_reward.load_reward_model(
-        tiny_clip_spec, ["pole vertically upright on top of the cart"], ["pole and cart"], 1.0, device="cpu"
-    )
+        tiny_clip_spec, ["pole vertically upright on top of the cart"], ["pole and cart"], 1.0, device="cpu")
     embeddings = model.embed_images(np.stack(frames))
     for alpha in ALPHAS:
         np.testing.assert_allclose(rewards[alpha][::6], model.rewards_from_embeddings(embeddings, alpha).numpy(), atol=1e-5)
@@ -63,13 +59,10 @@ def test_cartpole_landscape_writes_the_rewards_of_rendered_states(tiny_clip_spec
         assert rho == pytest.approx(np.corrcoef(rewards[alpha], ground_truth)[0, 1], abs=1e-3)
         assert epic == pytest.approx(np.sqrt((1 - rho) / 2), abs=1e-3)
     import matplotlib.image
-
     assert matplotlib.image.imread(os.path.join(tmp_path, "cartpole_landscape.png")).shape[2] in (3, 4)
 
 
-@pytest.mark.parametrize(
-    "env, first, last, goal_truth", [("mountaincar", -1.2, 0.6, "at_flag"), ("humanoid", 0.0, 1.0, "blend")]
-)
+@pytest.mark.parametrize("env, first, last, goal_truth", [("mountaincar", -1.2, 0.6, "at_flag"), ("humanoid", 0.0, 1.0, "blend")])
 def test_other_landscapes_sweep_their_goal_variable(tiny_clip_spec, tmp_path, env, first, last, goal_truth):
     states, ground_truth, rewards, printed = run_landscape(env, tiny_clip_spec, tmp_path, 11)
     np.testing.assert_allclose(states, np.linspace(first, last, 11), atol=1e-4)
@@ -79,10 +72,8 @@ def test_other_landscapes_sweep_their_goal_variable(tiny_clip_spec, tmp_path, en
     assert sorted(printed) == list(ALPHAS)
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [(["--alphas", "0", "1.5"], "alpha must be in [0, 1]"), (["--num-states", "1"], "--num-states must be >= 2")],
-)
+@pytest.mark.parametrize("args, message", [(["--alphas", "0", "1.5"], "alpha must be in [0, 1]"),
+                                           (["--num-states", "1"], "--num-states must be >= 2")])
 def test_bad_arguments_give_one_line_errors(tiny_clip_spec, tmp_path, args, message):
     result = run_script(SCRIPT, ["--clip-model", tiny_clip_spec, *args], tmp_path)
     assert_one_line_error(result, "error:", message)
@@ -104,9 +95,7 @@ def test_tiny_cartpole_clip_peaks_at_the_upright_pole_for_every_alpha(tmp_path):
 def test_tiny_mountaincar_clip_peaks_where_its_prompt_puts_the_car(tmp_path, prompt, lowest, highest):
     """Known answer with the CLIP the project trained on the textured MountainCar scene (assets/make_tiny_mountaincar_clip.py):
     the goal prompt peaks at the flag and rises with the car's height, the opposite prompt peaks in the valley."""
-    states, _, rewards, _ = run_landscape(
-        "mountaincar", f"local-dir:{TINY_MOUNTAINCAR_CLIP}", tmp_path, 37, "--prompt", prompt
-    )
+    states, _, rewards, _ = run_landscape("mountaincar", f"local-dir:{TINY_MOUNTAINCAR_CLIP}", tmp_path, 37, "--prompt", prompt)
     height = clip_envs.mountain_height(states)
     for alpha in ALPHAS:
         assert lowest <= states[np.argmax(rewards[alpha])] <= highest, alpha
@@ -129,9 +118,7 @@ def test_save_frames_writes_what_clip_sees(tmp_path, env):
     # The first state's frame, rendered here and resized by the reward model, is the saved picture.
     model = clip_reward.load_reward_model(f"local-dir:{TINY_CARTPOLE_CLIP}", ["a"], ["b"], 0.0, device="cpu")
     if env == "mountaincar":
-        scene = clip_envs.make_mountaincar(
-            "MountainCarContinuous-v0", 200, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES)
-        )
+        scene = clip_envs.make_mountaincar("MountainCarContinuous-v0", 200, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES))
         scene.reset(seed=0)
         scene.unwrapped.state = np.array([states[0], 0.0])
         expected = model.preprocess.resize(scene.render()[None])[0].permute(1, 2, 0).numpy() * 255
@@ -152,9 +139,7 @@ def test_importing_the_landscape_tool_leaves_mujoco_alone(tmp_path):
 def test_a_second_sweep_never_overwrites_the_first_silently(tiny_clip_spec, tmp_path):
     states, _, rewards, _ = run_landscape("cartpole", tiny_clip_spec, tmp_path, 5)
     before = {name: (tmp_path / name).read_bytes() for name in ("cartpole_landscape.csv", "cartpole_landscape.png")}
-    result = run_script(
-        SCRIPT, ["--env", "cartpole", "--clip-model", tiny_clip_spec, "--num-states", 7, "--output-dir", tmp_path], tmp_path
-    )
+    result = run_script(SCRIPT, ["--env", "cartpole", "--clip-model", tiny_clip_spec, "--num-states", 7, "--output-dir", tmp_path], tmp_path)
     assert_one_line_error(result, "cartpole_landscape", "exists from an earlier sweep", "--overwrite")
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
     states, _, _, _ = run_landscape("cartpole", tiny_clip_spec, tmp_path, 7, "--overwrite")

@@ -38,24 +38,8 @@ def random_policy_rollouts(episodes, episode_length, seed=0, render=False):
 @pytest.fixture(scope="module")
 def clip_run(tiny_clip_spec, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("dqn_clip")
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        600,
-        "--num-envs",
-        2,
-        "--episode-length",
-        EPISODE_LENGTH,
-        "--learning-starts",
-        100,
-        "--train-frequency",
-        1,
-        "--capture-video",
-        "--save-model",
-        "--seed",
-        3,
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 600, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
+            "--learning-starts", 100, "--train-frequency", 1, "--capture-video", "--save-model", "--seed", 3]
     result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
     return cwd, result
@@ -64,17 +48,8 @@ def clip_run(tiny_clip_spec, tmp_path_factory):
 def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
     cwd, result = clip_run
     scalars, events, _ = read_scalars(cwd)
-    for tag in [
-        "charts/episodic_clip_return",
-        "charts/episodic_return",
-        "charts/task_fraction",
-        "charts/success",
-        "charts/episodic_length",
-        "charts/SPS",
-        "charts/epsilon",
-        "losses/td_loss",
-        "losses/q_values",
-    ]:
+    for tag in ["charts/episodic_clip_return", "charts/episodic_return", "charts/task_fraction", "charts/success",
+                "charts/episodic_length", "charts/SPS", "charts/epsilon", "losses/td_loss", "losses/q_values"]:
         assert_finite(scalars.get(tag))
     # 2 envs x 600 / 2 steps, each episode 100 steps plus the step that resets it.
     assert len(scalars["charts/episodic_clip_return"]) == 4
@@ -96,18 +71,12 @@ def test_clip_return_is_the_sum_of_clip_rewards_of_the_episodes_frames(clip_run,
     CLIP return lies within EPISODE_LENGTH x [lowest, highest] reward of such frames."""
     cwd, _ = clip_run
     scalars, _, _ = read_scalars(cwd)
-    model = clip_reward.load_reward_model(
-        tiny_clip_spec, ["pole vertically upright on top of the cart"], ["pole and cart"], 0.0, device="cpu"
-    )
+    model = clip_reward.load_reward_model(tiny_clip_spec, ["pole vertically upright on top of the cart"], ["pole and cart"], 0.0, device="cpu")
     _, frames = random_policy_rollouts(3, EPISODE_LENGTH, render=True)
     rewards = model(frames).numpy()
     per_step = np.array(scalars["charts/episodic_clip_return"]) / EPISODE_LENGTH
     margin = 0.1 * (rewards.max() - rewards.min()) + 1e-4
-    assert np.all(per_step >= rewards.min() - margin) and np.all(per_step <= rewards.max() + margin), (
-        per_step,
-        rewards.min(),
-        rewards.max(),
-    )
+    assert np.all(per_step >= rewards.min() - margin) and np.all(per_step <= rewards.max() + margin), (per_step, rewards.min(), rewards.max())
 
 
 def test_clip_run_saves_video_and_model(clip_run):
@@ -137,24 +106,8 @@ def test_bad_arguments_give_one_line_errors(tiny_clip_spec, tmp_path, monkeypatc
 
 
 def test_dqn_learns_cartpole_from_ground_truth_reward(tmp_path):
-    args = [
-        "--reward",
-        "ground-truth",
-        "--total-timesteps",
-        15000,
-        "--learning-starts",
-        1000,
-        "--train-frequency",
-        1,
-        "--exploration-fraction",
-        0.3,
-        "--target-network-frequency",
-        200,
-        "--learning-rate",
-        1e-3,
-        "--seed",
-        1,
-    ]
+    args = ["--reward", "ground-truth", "--total-timesteps", 15000, "--learning-starts", 1000, "--train-frequency", 1,
+            "--exploration-fraction", 0.3, "--target-network-frequency", 200, "--learning-rate", 1e-3, "--seed", 1]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     scalars, _, _ = read_scalars(tmp_path)
@@ -172,27 +125,9 @@ def learn_from_the_tiny_clip(prompts, tmp_path, processes=1):
     ground truth is only logged), then evaluate.py on the final policy. The runs go side by side, one per core.
     Returns {prompt: (mean ground-truth return of the last 8 episodes, CLIP returns, evaluated success rate)}; with
     `processes` > 1, each run goes over that many torchrun processes (and logs the episodes of rank 0's envs)."""
-    args = [
-        "--clip-model",
-        f"local-dir:{TINY_CARTPOLE_CLIP}",
-        "--total-timesteps",
-        14000,
-        "--num-envs",
-        4,
-        "--learning-starts",
-        1000,
-        "--train-frequency",
-        1,
-        "--exploration-fraction",
-        0.3,
-        "--target-network-frequency",
-        200,
-        "--learning-rate",
-        1e-3,
-        "--seed",
-        1,
-        "--no-async-envs",
-    ]  # less CPU, same run
+    args = ["--clip-model", f"local-dir:{TINY_CARTPOLE_CLIP}", "--total-timesteps", 14000, "--num-envs", 4,
+            "--learning-starts", 1000, "--train-frequency", 1, "--exploration-fraction", 0.3,
+            "--target-network-frequency", 200, "--learning-rate", 1e-3, "--seed", 1, "--no-async-envs"]  # less CPU, same run
     folders = {prompt: tmp_path / f"prompt{i}" for i, prompt in enumerate(prompts)}
     for folder in folders.values():
         folder.mkdir()
@@ -204,9 +139,7 @@ def learn_from_the_tiny_clip(prompts, tmp_path, processes=1):
     for prompt, cwd in folders.items():
         scalars, _, _ = read_scalars(cwd)
         (run_dir,) = glob.glob(os.path.join(cwd, "runs", "*"))
-        evaluation = run_script(
-            "evaluate.py", [run_dir, "--episodes", 10, "--video-episodes", 0], cwd
-        )  # the paper's evaluation
+        evaluation = run_script("evaluate.py", [run_dir, "--episodes", 10, "--video-episodes", 0], cwd)  # the paper's evaluation
         assert evaluation.returncode == 0, evaluation.stderr
         success_rate = float(evaluation.stdout.split("success rate ")[1].split(",")[0])
         results[prompt] = np.mean(scalars["charts/episodic_return"][-8:]), scalars["charts/episodic_clip_return"], success_rate
@@ -236,20 +169,8 @@ def test_track_logs_to_weights_and_biases_offline_with_videos(tiny_clip_spec, tm
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        250,
-        "--episode-length",
-        50,
-        "--learning-starts",
-        100,
-        "--track",
-        "--wandb-project-name",
-        "vlmrm-test",
-        "--capture-video",
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 250, "--episode-length", 50, "--learning-starts", 100,
+            "--track", "--wandb-project-name", "vlmrm-test", "--capture-video"]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     (offline_run,) = glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*"))

@@ -24,22 +24,8 @@ def read_rows(folder):
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("evaluate_cartpole")
-    args = [
-        "--clip-model",
-        TINY_CARTPOLE_CLIP,
-        "--total-timesteps",
-        1200,
-        "--num-envs",
-        2,
-        "--episode-length",
-        EPISODE_LENGTH,
-        "--learning-starts",
-        200,
-        "--train-frequency",
-        1,
-        "--checkpoint-frequency",
-        200,
-    ]
+    args = ["--clip-model", TINY_CARTPOLE_CLIP, "--total-timesteps", 1200, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
+            "--learning-starts", 200, "--train-frequency", 1, "--checkpoint-frequency", 200]
     result = run_script("dqn_clip_cartpole.py", args, cwd)
     assert result.returncode == 0, result.stderr
     (run_dir,) = glob.glob(str(cwd / "runs" / "*"))
@@ -99,30 +85,9 @@ def test_evaluate_a_chosen_checkpoint_and_bad_input(cartpole_run, tmp_path):
 
 
 def test_evaluate_a_humanoid_run_counts_the_task_predicate(tiny_clip_spec, tmp_path):
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        40,
-        "--num-envs",
-        2,
-        "--episode-length",
-        20,
-        "--render-size",
-        48,
-        "--learning-starts",
-        20,
-        "--batch-size",
-        16,
-        "--hidden-sizes",
-        16,
-        16,
-        "--task",
-        "standing",
-        "--render-quality",
-        256,
-        0,
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 40, "--num-envs", 2, "--episode-length", 20,
+            "--render-size", 48, "--learning-starts", 20, "--batch-size", 16, "--hidden-sizes", 16, 16, "--task", "standing",
+            "--render-quality", 256, 0]
     result = run_script("sac_clip_humanoid.py", args, tmp_path)
     assert result.returncode == 0, result.stderr
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))

@@ -22,9 +22,7 @@ def pitch(degrees):
 POSES, TORSO_PITCH = humanoid_poses.KEY_POSES, humanoid_poses.KEY_POSE_TORSO_PITCH
 # Tasks that are standing poses also meet "standing".
 ALSO_STANDING = {"arms-raised", "hands-on-hips", "arms-crossed", "one-leg"}
-HANDS_TOUCHING = dict(
-    right_shoulder1=41, right_shoulder2=-1, right_elbow=-36, left_shoulder1=-42, left_shoulder2=4, left_elbow=-34
-)
+HANDS_TOUCHING = dict(right_shoulder1=41, right_shoulder2=-1, right_elbow=-36, left_shoulder1=-42, left_shoulder2=4, left_elbow=-34)
 
 
 @pytest.fixture(scope="module")

@@ -54,17 +54,8 @@ def test_a_run_in_which_no_episode_ends_is_warned_of(capsys):
 
 
 def test_rules_name_the_argument_the_value_and_what_is_valid():
-    args = SimpleNamespace(
-        num_envs=4,
-        learning_starts=10,
-        total_timesteps=100,
-        hidden_sizes=(64, 0),
-        gamma=float("nan"),
-        batch_size=32,
-        track=False,
-        capture_video=False,
-        episode_length=25,
-    )
+    args = SimpleNamespace(num_envs=4, learning_starts=10, total_timesteps=100, hidden_sizes=(64, 0), gamma=float("nan"),
+                           batch_size=32, track=False, capture_video=False, episode_length=25)
     rules = {"gamma": run_utils.in_range(0, 1), "hidden_sizes": run_utils.at_least(1), "tau": run_utils.in_range(0, 1, True)}
     with pytest.raises(SystemExit, match=r"^error: --gamma must be in \[0, 1\], got nan$"):
         run_utils.check_args(args, {"gamma": rules["gamma"]})
@@ -105,9 +96,7 @@ def checkpoints(tmp_path, monkeypatch):
     envs.reset(seed=0)
     args = SimpleNamespace(checkpoint_frequency=100, num_envs=1, checkpoint_buffer=False, learning_starts=0)
     rb = run_utils.ReplayBuffer(10, envs.single_observation_space, envs.single_action_space, "cpu")
-    yield run_utils.Checkpoints(
-        "RUN", args, envs, rb, run_utils.NoWriter(), run_utils.StopOnSignal(), {"net": torch.nn.Linear(2, 2)}
-    )
+    yield run_utils.Checkpoints("RUN", args, envs, rb, run_utils.NoWriter(), run_utils.StopOnSignal(), {"net": torch.nn.Linear(2, 2)})
     envs.close()
     for number, handler in handlers.items():
         signal.signal(number, handler)

@@ -15,28 +15,11 @@ from test_clip_envs import KNEELING, set_pose
 SCRIPT = "sac_clip_humanoid.py"
 EPISODE_LENGTH = 40
 
-
 @pytest.fixture(scope="module")
 def clip_run(tiny_clip_spec, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sac_humanoid")
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        240,
-        "--num-envs",
-        2,
-        "--episode-length",
-        EPISODE_LENGTH,
-        "--learning-starts",
-        60,
-        "--batch-size",
-        32,
-        "--capture-video",
-        "--save-model",
-        "--task",
-        "lotus",
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 240, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
+            "--learning-starts", 60, "--batch-size", 32, "--capture-video", "--save-model", "--task", "lotus"]
     result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
     return cwd, result
@@ -45,18 +28,8 @@ def clip_run(tiny_clip_spec, tmp_path_factory):
 def test_clip_run_logs_clip_reward_task_success_and_losses(clip_run):
     cwd, result = clip_run
     scalars, events, _ = read_scalars(cwd)
-    tags = [
-        "charts/episodic_return",
-        "charts/episodic_clip_return",
-        "charts/task_fraction",
-        "charts/success",
-        "pose/torso_height",
-        "pose/head_height",
-        "charts/SPS",
-        "losses/qf1_loss",
-        "losses/actor_loss",
-        "losses/ent_coef",
-    ]
+    tags = ["charts/episodic_return", "charts/episodic_clip_return", "charts/task_fraction", "charts/success",
+            "pose/torso_height", "pose/head_height", "charts/SPS", "losses/qf1_loss", "losses/actor_loss", "losses/ent_coef"]
     for tag in tags + [f"pose/{task}" for task in clip_envs.HUMANOID_TASKS]:
         assert_finite(scalars.get(tag))
     assert scalars["charts/episodic_length"] == [EPISODE_LENGTH] * 4  # 2 envs x 120 steps / 41 steps each
@@ -98,7 +71,7 @@ def test_first_episode_starts_upright_and_falls(clip_run):
 def test_clip_run_saves_a_480_pixel_video_and_the_policy(clip_run):
     """Videos are recorded at the render size, big enough to judge a pose, not at the tiny CLIP's 32 px."""
     cwd, _ = clip_run
-    video, *_ = sorted(glob.glob(os.path.join(cwd, "videos", "*", "*.mp4")))
+    (video, *_) = sorted(glob.glob(os.path.join(cwd, "videos", "*", "*.mp4")))
     clip = VideoFileClip(video)
     assert list(clip.size) == [480, 480]
     clip.close()
@@ -128,28 +101,9 @@ def test_defaults_are_the_papers_setup():
     from sac_clip_humanoid import Args
 
     args = Args()
-    paper = dict(
-        total_timesteps=10_000_000,
-        episode_length=100,
-        num_envs=32,
-        learning_starts=50_000,
-        train_frequency=100,
-        gradient_steps=100,
-        policy_lr=6e-4,
-        q_lr=6e-4,
-        gamma=0.95,
-        tau=0.005,
-        batch_size=256,
-        buffer_size=1_000_000,
-        autotune=True,
-        hidden_sizes=(256, 256),
-        alpha=0.0,
-        clip_model="ViT-bigG-14/laion2b_s39b_b160k",
-        task="kneeling",
-        baseline_prompt=("a humanoid robot",),
-        camera=(3.5, -10.0, 180.0, 1.0),
-        render_size=480,
-        textured=True,
-        render_quality=None,
-    )  # None: MuJoCo's own shadow map and multisampling, as the authors' scene keeps them
+    paper = dict(total_timesteps=10_000_000, episode_length=100, num_envs=32, learning_starts=50_000, train_frequency=100,
+                 gradient_steps=100, policy_lr=6e-4, q_lr=6e-4, gamma=0.95, tau=0.005, batch_size=256, buffer_size=1_000_000,
+                 autotune=True, hidden_sizes=(256, 256), alpha=0.0, clip_model="ViT-bigG-14/laion2b_s39b_b160k", task="kneeling",
+                 baseline_prompt=("a humanoid robot",), camera=(3.5, -10.0, 180.0, 1.0), render_size=480, textured=True,
+                 render_quality=None)  # None: MuJoCo's own shadow map and multisampling, as the authors' scene keeps them
     assert {name: getattr(args, name) for name in paper} == paper

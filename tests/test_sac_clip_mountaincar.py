@@ -36,22 +36,8 @@ def test_reaching_the_flag_parks_the_car_and_the_episode_runs_on():
 @pytest.fixture(scope="module")
 def clip_run(tiny_clip_spec, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sac_mountaincar")
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        400,
-        "--num-envs",
-        2,
-        "--episode-length",
-        EPISODE_LENGTH,
-        "--learning-starts",
-        100,
-        "--batch-size",
-        32,
-        "--capture-video",
-        "--save-model",
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 400, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
+            "--learning-starts", 100, "--batch-size", 32, "--capture-video", "--save-model"]
     result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
     return cwd, result
@@ -60,16 +46,8 @@ def clip_run(tiny_clip_spec, tmp_path_factory):
 def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
     cwd, result = clip_run
     scalars, events, _ = read_scalars(cwd)
-    for tag in [
-        "charts/episodic_clip_return",
-        "charts/episodic_return",
-        "charts/success",
-        "charts/SPS",
-        "losses/qf1_loss",
-        "losses/qf2_loss",
-        "losses/actor_loss",
-        "losses/ent_coef",
-    ]:
+    for tag in ["charts/episodic_clip_return", "charts/episodic_return", "charts/success", "charts/SPS",
+                "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/ent_coef"]:
         assert_finite(scalars.get(tag))
     assert scalars["charts/episodic_length"] == [EPISODE_LENGTH] * 6  # 2 envs x 200 steps / 51 steps each
     assert set(scalars["charts/success"]) <= {0.0, 1.0}
@@ -77,14 +55,7 @@ def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
     assert scalars["losses/ent_coef"] == pytest.approx([0.1] * 4) and "losses/ent_coef_loss" not in scalars
     assert len(scalars["losses/qf1_loss"]) == 4
     hyperparameters = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
-    for paper_value in (
-        "|alpha|0.5|",
-        "|gamma|0.9999|",
-        "|tau|0.01|",
-        "|policy_lr|0.0001|",
-        "|hidden_sizes|(64, 64)|",
-        "|textured|True|",
-    ):
+    for paper_value in ("|alpha|0.5|", "|gamma|0.9999|", "|tau|0.01|", "|policy_lr|0.0001|", "|hidden_sizes|(64, 64)|", "|textured|True|"):
         assert paper_value in hyperparameters
     assert "SPS=" in result.stdout
 
@@ -92,9 +63,7 @@ def test_clip_run_logs_clip_and_ground_truth_scalars(clip_run):
 def test_clip_return_matches_rewards_of_textured_frames(clip_run, tiny_clip_spec):
     cwd, _ = clip_run
     scalars, _, _ = read_scalars(cwd)
-    model = clip_reward.load_reward_model(
-        tiny_clip_spec, [clip_envs.PROMPTS["mountaincar"][0]], [clip_envs.PROMPTS["mountaincar"][1]], 0.5, device="cpu"
-    )
+    model = clip_reward.load_reward_model(tiny_clip_spec, [clip_envs.PROMPTS["mountaincar"][0]], [clip_envs.PROMPTS["mountaincar"][1]], 0.5, device="cpu")
     env = clip_envs.make_mountaincar("MountainCarContinuous-v0", 200, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES))
     env.reset(seed=0)
     frames = []
@@ -109,7 +78,7 @@ def test_clip_return_matches_rewards_of_textured_frames(clip_run, tiny_clip_spec
 
 def test_clip_run_saves_video_and_policy(clip_run):
     cwd, _ = clip_run
-    video, *_ = sorted(glob.glob(os.path.join(cwd, "videos", "*", "*.mp4")))
+    (video, *_) = sorted(glob.glob(os.path.join(cwd, "videos", "*", "*.mp4")))
     clip = VideoFileClip(video)
     assert list(clip.size) == [600, 400]  # gymnasium's frame, not CLIP's input size
     clip.close()
@@ -139,21 +108,8 @@ def test_textured_flag_picks_the_renderer(textured):
 
 
 def test_gymnasium_drawing_still_works_with_no_textured(tiny_clip_spec, tmp_path):
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--no-textured",
-        "--total-timesteps",
-        120,
-        "--num-envs",
-        1,
-        "--episode-length",
-        EPISODE_LENGTH,
-        "--learning-starts",
-        60,
-        "--batch-size",
-        16,
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--no-textured", "--total-timesteps", 120, "--num-envs", 1, "--episode-length", EPISODE_LENGTH,
+            "--learning-starts", 60, "--batch-size", 16]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     scalars, events, _ = read_scalars(tmp_path)
@@ -175,20 +131,8 @@ def test_bad_arguments_give_one_line_errors(tiny_clip_spec, tmp_path, monkeypatc
 
 def test_updates_per_training_phase_do_not_depend_on_num_envs(tiny_clip_spec, tmp_path):
     """Twice the envs over twice the env steps: the same 200 vector steps, so the same 400 SAC updates."""
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        800,
-        "--num-envs",
-        4,
-        "--episode-length",
-        EPISODE_LENGTH,
-        "--learning-starts",
-        100,
-        "--batch-size",
-        32,
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 800, "--num-envs", 4, "--episode-length", EPISODE_LENGTH,
+            "--learning-starts", 100, "--batch-size", 32]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
     scalars, _, _ = read_scalars(tmp_path)
@@ -199,47 +143,17 @@ def test_defaults_are_the_papers_setup():
     from sac_clip_mountaincar import Args
 
     args = Args()
-    paper = dict(
-        total_timesteps=3_000_000,
-        episode_length=200,
-        gamma=0.9999,
-        tau=0.01,
-        policy_lr=1e-4,
-        q_lr=1e-4,
-        ent_coef=0.1,
-        autotune=False,
-        hidden_sizes=(64, 64),
-        batch_size=256,
-        buffer_size=1_000_000,
-        alpha=0.5,
-        textured=True,
-        prompt=("a car at the peak of the mountain, next to the yellow flag",),
-        baseline_prompt=("a car in the mountain",),
-    )
+    paper = dict(total_timesteps=3_000_000, episode_length=200, gamma=0.9999, tau=0.01, policy_lr=1e-4, q_lr=1e-4, ent_coef=0.1,
+                 autotune=False, hidden_sizes=(64, 64), batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
+                 prompt=("a car at the peak of the mountain, next to the yellow flag",), baseline_prompt=("a car in the mountain",))
     assert {name: getattr(args, name) for name in paper} == paper
 
 
 TINY_MOUNTAINCAR_CLIP = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-mountaincar-clip-for-tests")
 # Fast settings for a CPU (not the paper's; bench/sac_tiny_clip_learning.py runs the longer curve): 8 envs, 2 updates per
 # vector step, gamma 0.99, learning rates 3e-3, a small fixed entropy coefficient.
-FAST_SAC = [
-    "--num-envs",
-    8,
-    "--learning-starts",
-    2000,
-    "--train-frequency",
-    1,
-    "--gradient-steps",
-    2,
-    "--gamma",
-    0.99,
-    "--policy-lr",
-    3e-3,
-    "--q-lr",
-    3e-3,
-    "--ent-coef",
-    0.01,
-]
+FAST_SAC = ["--num-envs", 8, "--learning-starts", 2000, "--train-frequency", 1, "--gradient-steps", 2, "--gamma", 0.99,
+            "--policy-lr", 3e-3, "--q-lr", 3e-3, "--ent-coef", 0.01]
 
 
 def test_sac_reaches_the_flag_from_the_tiny_clip_reward_alone_and_the_opposite_prompt_stays_in_the_valley(tmp_path):
@@ -251,20 +165,8 @@ def test_sac_reaches_the_flag_from_the_tiny_clip_reward_alone_and_the_opposite_p
     processes = {}
     for name, prompt in prompts.items():
         (tmp_path / name).mkdir()
-        args = [
-            "--clip-model",
-            f"local-dir:{TINY_MOUNTAINCAR_CLIP}",
-            "--prompt",
-            prompt,
-            "--total-timesteps",
-            24000,
-            "--seed",
-            2,
-            "--checkpoint-frequency",
-            0,
-            "--no-async-envs",
-            *FAST_SAC,
-        ]  # in-process envs: the same run, less CPU
+        args = ["--clip-model", f"local-dir:{TINY_MOUNTAINCAR_CLIP}", "--prompt", prompt, "--total-timesteps", 24000,
+                "--seed", 2, "--checkpoint-frequency", 0, "--no-async-envs", *FAST_SAC]  # in-process envs: the same run, less CPU
         processes[name] = start_script(SCRIPT, args, tmp_path / name)
     results = {}
     for name, process in processes.items():

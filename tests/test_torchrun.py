@@ -18,31 +18,9 @@ from test_dqn_clip_cartpole import learn_from_the_tiny_clip, random_policy_rollo
 
 TINY_MOUNTAINCAR_CLIP = f"{REPO_ROOT}/assets/tiny-mountaincar-clip-for-tests"
 TOTAL, NUM_ENVS, EPISODE_LENGTH = 800, 4, 200  # each env: one whole episode, no autoreset step, so 800 transitions
-ARGS = [
-    "--clip-model",
-    f"local-dir:{TINY_MOUNTAINCAR_CLIP}",
-    "--total-timesteps",
-    TOTAL,
-    "--num-envs",
-    NUM_ENVS,
-    "--episode-length",
-    EPISODE_LENGTH,
-    "--learning-starts",
-    200,
-    "--batch-size",
-    32,
-    "--train-frequency",
-    5,
-    "--gradient-steps",
-    10,
-    "--buffer-size",
-    2000,
-    "--checkpoint-frequency",
-    400,
-    "--checkpoint-buffer",
-    "--seed",
-    3,
-]
+ARGS = ["--clip-model", f"local-dir:{TINY_MOUNTAINCAR_CLIP}", "--total-timesteps", TOTAL, "--num-envs", NUM_ENVS,
+        "--episode-length", EPISODE_LENGTH, "--learning-starts", 200, "--batch-size", 32, "--train-frequency", 5,
+        "--gradient-steps", 10, "--buffer-size", 2000, "--checkpoint-frequency", 400, "--checkpoint-buffer", "--seed", 3]
 
 
 # Runs the script as torchrun would, then saves the networks this rank ended with (outside the run's folder).
@@ -72,13 +50,8 @@ def test_only_rank_0_writes(two_process_run):
     cwd, run_dir, result, _ = two_process_run
     assert sorted(os.listdir(cwd)) == ["runs", "videos"]
     name = os.path.basename(run_dir)
-    assert sorted(os.listdir(run_dir)) == sorted(
-        [
-            "checkpoints",
-            "sac_clip_mountaincar.cleanrl_model",
-            *[f for f in os.listdir(run_dir) if f.startswith("events.out.tfevents")],
-        ]
-    )
+    assert sorted(os.listdir(run_dir)) == sorted(["checkpoints", "sac_clip_mountaincar.cleanrl_model",
+                                                  *[f for f in os.listdir(run_dir) if f.startswith("events.out.tfevents")]])
     assert len(glob.glob(f"{run_dir}/events.out.tfevents*")) == 1
     assert sorted(os.listdir(f"{run_dir}/checkpoints")) == ["buffer_000000800.pt", "step_000000400.pt", "step_000000800.pt"]
     assert os.listdir(cwd / "videos") == [name] and glob.glob(str(cwd / "videos" / name / "*.mp4"))
@@ -110,16 +83,10 @@ def test_each_rank_steps_its_own_envs_and_scores_its_own_frames(two_process_run)
     assert len(checkpoint["ranks"]) == len(buffers) == 2
     assert [buffer["pos"] for buffer in buffers] == [TOTAL // 2, TOTAL // 2]  # together: --total-timesteps
 
-    env = clip_envs.make_mountaincar(
-        "MountainCarContinuous-v0", EPISODE_LENGTH, clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES)
-    )
-    model = clip_reward.load_reward_model(
-        f"local-dir:{TINY_MOUNTAINCAR_CLIP}",
-        [clip_envs.PROMPTS["mountaincar"][0]],
-        [clip_envs.PROMPTS["mountaincar"][1]],
-        alpha=0.5,
-        device="cpu",
-    )
+    env = clip_envs.make_mountaincar("MountainCarContinuous-v0", EPISODE_LENGTH,
+                                     clip_envs.scene_textures(clip_envs.MOUNTAINCAR_TEXTURES))
+    model = clip_reward.load_reward_model(f"local-dir:{TINY_MOUNTAINCAR_CLIP}", [clip_envs.PROMPTS["mountaincar"][0]],
+                                          [clip_envs.PROMPTS["mountaincar"][1]], alpha=0.5, device="cpu")
     for rank, buffer in enumerate(buffers):
         for i in range(2):  # transitions alternate between the rank's two envs
             first_obs, _ = env.reset(seed=3 + 2 * rank + i)
@@ -168,9 +135,8 @@ def test_envs_and_batch_must_divide_among_the_processes(script, tiny_clip_spec, 
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check comes before any process group
     message = exit_message(script, ["--clip-model", tiny_clip_spec, "--num-envs", 3], tmp_path, monkeypatch)
     assert "--num-envs must be a multiple of the 2 processes, got 3" in message
-    message = exit_message(
-        script, ["--clip-model", tiny_clip_spec, "--num-envs", 4, "--batch-size", 33], tmp_path, monkeypatch
-    )
+    message = exit_message(script, ["--clip-model", tiny_clip_spec, "--num-envs", 4, "--batch-size", 33], tmp_path,
+                           monkeypatch)
     assert "--batch-size must be a multiple of the 2 processes, got 33" in message
 
 
@@ -203,31 +169,9 @@ def test_two_processes_learn_cartpole_from_the_tiny_clip_as_one_process_does(tmp
 def test_a_two_process_humanoid_run(tiny_clip_spec, tmp_path):
     """The humanoid over two processes (each with its own MuJoCo renderers in its env workers): it completes, logs the
     task's success and pose scalars once, and its checkpoint holds both processes' envs and episodes in progress."""
-    args = [
-        "--clip-model",
-        tiny_clip_spec,
-        "--total-timesteps",
-        160,
-        "--num-envs",
-        4,
-        "--episode-length",
-        30,
-        "--render-size",
-        48,
-        "--learning-starts",
-        60,
-        "--batch-size",
-        16,
-        "--train-frequency",
-        4,
-        "--gradient-steps",
-        20,
-        "--hidden-sizes",
-        32,
-        32,
-        "--buffer-size",
-        1000,
-    ]
+    args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 160, "--num-envs", 4, "--episode-length", 30,
+            "--render-size", 48, "--learning-starts", 60, "--batch-size", 16, "--train-frequency", 4, "--gradient-steps", 20,
+            "--hidden-sizes", 32, 32, "--buffer-size", 1000]
     result = run_script("sac_clip_humanoid.py", args, tmp_path, processes=2)
     assert result.returncode == 0, result.stderr
     scalars, _, run_dir = read_scalars(tmp_path)
