@@ -82,6 +82,8 @@ class Args:
     """peak AdamW learning rate (linear warm-up, cosine decay)"""
     caption_sharpness: float = 10.0
     """power of the caption targets that weight the frames each caption picks: how much more a nearer pose is rewarded"""
+    score_scale: float = clip_envs.SCORE_SCALE
+    """the task scores' SCORE_SCALE in the caption targets: smaller makes a near miss score further below its pose"""
 
 
 def varied_key_poses(env, rng, args, per_task, on_the_way=False):
@@ -140,6 +142,11 @@ def states(args, rng, env):
     return qpos, qvel
 
 
+def rescaled(scores, score_scale):
+    """Task scores exp(-shortfall / SCORE_SCALE) made exp(-shortfall / score_scale): still 1 where a task holds."""
+    return scores ** (clip_envs.SCORE_SCALE / score_scale)
+
+
 def caption_weights(scores):
     """Unnormalised caption targets (N, 9) from the tasks' scores (N, 8): each task's score, NONE_CAPTION 1 - the best."""
     return np.concatenate([scores, 1.0 - scores.max(axis=1, keepdims=True)], axis=1).astype(np.float64)
@@ -173,9 +180,9 @@ def render(qpos, qvel, args, quality=None):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    if args.transitions < 0 or not args.caption_sharpness > 0:
-        sys.exit(f"error: --transitions must be >= 0 and --caption-sharpness > 0, got {args.transitions}, "
-                 f"{args.caption_sharpness}")  # fmt: skip
+    if args.transitions < 0 or not args.caption_sharpness > 0 or not args.score_scale > 0:
+        sys.exit(f"error: --transitions must be >= 0, --caption-sharpness > 0 and --score-scale > 0, got "
+                 f"{args.transitions}, {args.caption_sharpness}, {args.score_scale}")  # fmt: skip
     tiny_clip.check_output_dir(args.output_dir, args.overwrite)
     clip_envs.use_headless_mujoco_gl()
     torch.manual_seed(args.seed)
@@ -197,7 +204,7 @@ if __name__ == "__main__":
     print(f"rendered {len(frames)} states in {time.time() - start:.0f}s; frames meeting each task: "
           + ", ".join(f"{task} {int(labels[:, i].sum())}" for i, task in enumerate(TASKS)))  # fmt: skip
 
-    train_scores = np.concatenate([scores[train], scores[train]])
+    train_scores = rescaled(np.concatenate([scores[train], scores[train]]), args.score_scale)
     groups = [(CAPTIONS, caption_targets(train_scores), frame_weights(train_scores, args.caption_sharpness))]
     tiny_clip.train(model, tokenizer, images, groups, BASELINE_CAPTION, args.steps, args.batch_size, args.learning_rate, start)
     # How well each task's Table 3 prompt separates the held-out frames that meet it (EPIC distance, alpha 0).

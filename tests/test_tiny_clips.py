@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import clip_envs
 from conftest import REPO_ROOT
 from helpers import assert_one_line_error
 
@@ -33,6 +34,21 @@ def test_the_humanoid_clip_script_refuses_a_sharpness_that_would_reverse_its_rew
     result = subprocess.run([sys.executable, script, "--caption-sharpness", "-1", "--output-dir", str(tmp_path / "clip")],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert_one_line_error(result, "error:", "--caption-sharpness > 0", "-1")
+    assert not os.path.exists(tmp_path / "clip")
+
+
+def test_a_smaller_score_scale_lowers_near_misses_and_keeps_the_pose_at_one(tmp_path):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "assets"))
+    import make_tiny_humanoid_clip
+
+    shortfalls = np.array([0.0, 0.05, 0.14, 0.4])
+    scores = np.exp(-shortfalls / clip_envs.SCORE_SCALE)
+    np.testing.assert_allclose(make_tiny_humanoid_clip.rescaled(scores, clip_envs.SCORE_SCALE), scores)
+    np.testing.assert_allclose(make_tiny_humanoid_clip.rescaled(scores, 0.08), np.exp(-shortfalls / 0.08), rtol=1e-6)
+    script = os.path.join(REPO_ROOT, "assets", "make_tiny_humanoid_clip.py")
+    result = subprocess.run([sys.executable, script, "--score-scale", "0", "--output-dir", str(tmp_path / "clip")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert_one_line_error(result, "error:", "--score-scale > 0", "0")
     assert not os.path.exists(tmp_path / "clip")
 
 
