@@ -1,5 +1,5 @@
-"""The tiny-CLIP scripts never replace a committed test asset by accident, their loss orders frames as a reward needs, and
-the humanoid CLIP's kneeling-like states are plausible near misses."""
+"""The tiny-CLIP scripts never replace a committed test asset by accident, their loss orders frames as a reward needs, the
+humanoid CLIP's kneeling-like states are plausible near misses and its targets sharpen only as --score-scale asks."""
 
 import hashlib
 import os
