@@ -73,7 +73,7 @@ class Args:
     settle_steps: int = 3
     """env steps with zero torques that settle a variation"""
     render_size: int = 64
-    """frame size: the tiny CLIP's input, so train with --render-size 64"""
+    """frame size and the tiny CLIP's input (a multiple of 8), so train SAC with the same --render-size"""
     steps: int = 1000
     """optimiser steps"""
     batch_size: int = 128
@@ -180,6 +180,8 @@ def render(qpos, qvel, args, quality=None):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.render_size < 32 or args.render_size % 8:
+        sys.exit(f"error: --render-size must be a multiple of 8 and at least 32, got {args.render_size}")
     if args.transitions < 0 or not args.caption_sharpness > 0 or not args.score_scale > 0:
         sys.exit(f"error: --transitions must be >= 0, --caption-sharpness > 0 and --score-scale > 0, got "
                  f"{args.transitions}, {args.caption_sharpness}, {args.score_scale}")  # fmt: skip
@@ -187,7 +189,7 @@ if __name__ == "__main__":
     clip_envs.use_headless_mujoco_gl()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model, tokenizer = tiny_clip.new_model()
+    model, tokenizer = tiny_clip.new_model(args.render_size)
     preprocess = clip_reward.FramePreprocessor(model)  # the reward model's own preprocessing
 
     start = time.time()

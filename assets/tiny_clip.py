@@ -28,9 +28,15 @@ MODEL_CFG = {
 }
 
 
-def new_model():
-    """A randomly initialised tiny CLIP (uses torch's RNG) and its tokenizer."""
-    model = open_clip.CLIP(**MODEL_CFG)
+def model_config(image_size=64):
+    """MODEL_CFG for square frames of image_size pixels, its patches scaled alike (8 x 8 patches whatever the size)."""
+    vision_cfg = {**MODEL_CFG["vision_cfg"], "image_size": image_size, "patch_size": image_size // 8}
+    return {**MODEL_CFG, "vision_cfg": vision_cfg}
+
+
+def new_model(image_size=64):
+    """A randomly initialised tiny CLIP for frames of image_size pixels (uses torch's RNG) and its tokenizer."""
+    model = open_clip.CLIP(**model_config(image_size))
     return model, open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
 
 
@@ -101,7 +107,8 @@ def save(model, output_dir, note):
     """open_clip_config.json + fp16 safetensors: loads with --clip-model local-dir:output_dir."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "open_clip_config.json"), "w") as f:
-        json.dump({"model_cfg": MODEL_CFG, "preprocess_cfg": {}, "note": note}, f, indent=2)
+        model_cfg = model_config(model.visual.image_size[0])
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}, "note": note}, f, indent=2)
     # fp16 halves the file; the loader casts back to the model's float32.
     state_dict = {name: tensor.half().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state_dict, os.path.join(output_dir, "open_clip_model.safetensors"))

@@ -97,3 +97,29 @@ def test_the_humanoid_clips_kneeling_like_states_are_plausible_and_mostly_near_m
         bent_knees += max(data.joint("left_knee").qpos[0], data.joint("right_knee").qpos[0]) < np.radians(-30)
     env.close()
     assert 1 <= kneeling <= 15 and bent_knees >= 40, (kneeling, bent_knees)
+
+
+def test_a_tiny_clip_for_larger_frames_keeps_its_patch_grid_and_loads_at_that_size(tmp_path):
+    """tiny_clip.new_model(128): 16-pixel patches (the same 8 x 8 grid as at 64 px), saved with the config that loads it
+    through the reward's own local-dir path at 128 px; the humanoid script refuses a size the grid cannot divide."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "assets"))
+    import clip_reward
+    import tiny_clip
+
+    assert tiny_clip.model_config() == tiny_clip.MODEL_CFG
+    torch.manual_seed(0)
+    model, _ = tiny_clip.new_model(128)
+    assert tuple(model.visual.image_size) == (128, 128) and tuple(model.visual.patch_size) == (16, 16)
+    tiny_clip.save(model, str(tmp_path / "clip128"), "test")
+    reward_model = clip_reward.load_reward_model(f"local-dir:{tmp_path / 'clip128'}", ["a"], ["b"], 0.0, device="cpu")
+    assert reward_model.model.visual.image_size[0] == 128
+    frames = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = F.normalize(model.encode_image(reward_model.preprocess(frames)), dim=-1)
+        loaded = F.normalize(reward_model.model.encode_image(reward_model.preprocess(frames)), dim=-1)
+    torch.testing.assert_close(loaded, expected, atol=2e-2, rtol=0)  # fp16 weights on disk
+    script = os.path.join(REPO_ROOT, "assets", "make_tiny_humanoid_clip.py")
+    result = subprocess.run([sys.executable, script, "--render-size", "60", "--output-dir", str(tmp_path / "clip")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert_one_line_error(result, "error:", "--render-size must be a multiple of 8", "60")
+    assert not os.path.exists(tmp_path / "clip")
