@@ -5,7 +5,7 @@ and prints the reward model's mean per-step reward of each group, of the states 
 prompt SAC can learn from scores its task's states above the standing start ("standing pose") by a margin that is
 large next to the spread within the groups; `evaluate.py` prints a policy's CLIP return, its per-step mean x 100.
 
-    python bench/humanoid_reward_by_pose.py --render-size 64 --render-quality 512 0    # the tiny humanoid CLIP
+    python bench/humanoid_reward_by_pose.py --render-quality 512 0    # the tiny humanoid CLIP
 """
 
 import os
@@ -33,7 +33,7 @@ class Args:
     """the goal prompt (default: the task's)"""
     alpha: float = 0.0
     """goal-baseline regularisation"""
-    render_size: int = 64
+    render_size: int = 128
     """frame size CLIP sees"""
     render_quality: Optional[tuple[int, int]] = None
     """shadow map size and multisamples (default: MuJoCo's, the paper's)"""

@@ -1,6 +1,6 @@
 """Benchmark: does SAC teach the humanoid to kneel from one sentence, offline on a CPU?
 
-Trains sac_clip_humanoid.py --task kneeling in the default scene at 64 px with the cheap render (shadow map 512, no
+Trains sac_clip_humanoid.py --task kneeling in the default scene at 128 px with the cheap render (shadow map 512, no
 multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
 with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then picks a checkpoint
 (one every --checkpoint-frequency steps) by the return its deterministic policy earns from the reward it learned,
@@ -11,9 +11,9 @@ curve (<label>.csv), this report (<label>.txt), a video of the chosen policy at 
 kneeling_learning_curves.png from every curve there. Last line: `final success rate X (random Y)`, of the chosen
 checkpoint.
 
-    python bench/sac_tiny_clip_kneeling.py --reward ground-truth                   # the reference
-    python bench/sac_tiny_clip_kneeling.py                                         # the tiny CLIP, "a humanoid robot kneeling"
-    python bench/sac_tiny_clip_kneeling.py --prompt "a humanoid robot standing up"  # the opposite sentence
+    python bench/sac_tiny_clip_kneeling.py --reward ground-truth --total-timesteps 200000   # the reference
+    python bench/sac_tiny_clip_kneeling.py --label "tiny CLIP at 128 px"   # "a humanoid robot kneeling", ~60 min
+    python bench/sac_tiny_clip_kneeling.py --prompt "a humanoid robot standing up" --total-timesteps 64000
 
 The tiny CLIP learned from the project's own frames labelled by the task predicates: a run shows that the whole path
 frame -> CLIP -> reward -> SAC -> pose works, not what a real CLIP reaches.
@@ -53,7 +53,7 @@ class Args:
     """the reward model; any open_clip spec works"""
     alpha: float = 0.0
     """goal-baseline regularisation (the paper's humanoid runs: 0)"""
-    total_timesteps: int = 200_000
+    total_timesteps: int = 150_000
     """training steps"""
     num_envs: int = 8
     """parallel envs (CLIP scores their frames in one call)"""
@@ -63,11 +63,11 @@ class Args:
     """SAC updates per vector step of --num-envs env steps"""
     ent_coef: Optional[float] = None
     """a fixed SAC entropy coefficient instead of the auto-tuned one (the paper's, the default)"""
-    render_size: int = 64
+    render_size: int = 128
     """frame size CLIP sees (the tiny CLIP's input)"""
     seed: int = 1
     """training seed"""
-    checkpoint_frequency: int = 8000
+    checkpoint_frequency: int = 16_000
     """checkpoint every this many steps (0: only at the end); the bench evaluates the one that validates best"""
     validation_episodes: int = 20
     """deterministic episodes per checkpoint (seeds 20000+) that rank the checkpoints by the learned reward's return"""
@@ -139,7 +139,7 @@ if __name__ == "__main__":
     if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
         sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
     prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
-    label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP: {prompt!r}")
+    label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP at {args.render_size} px: {prompt!r}")
     os.makedirs(args.output_dir, exist_ok=True)
     clip_envs.use_headless_mujoco_gl()
     with tempfile.TemporaryDirectory() as scratch:
@@ -191,9 +191,8 @@ if __name__ == "__main__":
     save_curve(args.output_dir, label, steps, columns, {"success": random_rate})
     panels = [("success", "success (kneeling on >= half the steps)", (-0.02, 1.02)),
               ("kneeling_fraction", "kneeling fraction", (-0.02, 1.02))]  # fmt: skip
-    plot_curves(
-        args.output_dir, "kneeling_learning_curves.png", panels, args.block, "sac_clip_humanoid.py --task kneeling, 64 px"
-    )
+    title = f"sac_clip_humanoid.py --task kneeling, {args.render_size} px"
+    plot_curves(args.output_dir, "kneeling_learning_curves.png", panels, args.block, title)
     report = []
     reward = args.clip_model.replace(REPO_ROOT + os.sep, "") if args.reward == "clip" else "the ground-truth kneeling score"
     report.append(f"sac_clip_humanoid.py --task kneeling, reward {reward}, prompt {prompt!r}, alpha {args.alpha}")

@@ -103,7 +103,7 @@ def test_humanoid_scores_every_task_and_alpha_from_one_rendering(tiny_clip_spec,
     """One rendering of 150 of the labelled states, two models: every task and alpha for each, the goal counts the
     labels give, and the tiny humanoid CLIP (trained on other states, assets/make_tiny_humanoid_clip.py) much closer to
     the labels than a random CLIP for the whole-body poses."""
-    args = ["--env", "humanoid", "--clip-model", TINY_HUMANOID_CLIP, tiny_clip_spec, "--max-states", 150, "--render-size", 64,
+    args = ["--env", "humanoid", "--clip-model", TINY_HUMANOID_CLIP, tiny_clip_spec, "--max-states", 150, "--render-size", 128,
             "--alphas", 0.0, 1.0, "--output-dir", tmp_path]
     result = run_script(SCRIPT, args, tmp_path)
     assert result.returncode == 0, result.stderr
