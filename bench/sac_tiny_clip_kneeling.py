@@ -76,7 +76,7 @@ class Args:
     block: int = 40
     """episodes per row of the printed learning curve"""
     label: Optional[str] = None
-    """the run's name in the plot and its files (default: from --reward and --prompt)"""
+    """the run's name in the plot and its files (default: from --reward, --prompt and --render-size)"""
     output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "kneeling")
     """where the curve, the video and the plot go"""
     run_dir: Optional[str] = None
@@ -139,7 +139,9 @@ if __name__ == "__main__":
     if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
         sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
     prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
-    label = args.label or ("ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP at {args.render_size} px: {prompt!r}")
+    label = args.label or (
+        "ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP at {args.render_size} px: {prompt!r}"
+    )
     os.makedirs(args.output_dir, exist_ok=True)
     clip_envs.use_headless_mujoco_gl()
     with tempfile.TemporaryDirectory() as scratch:
