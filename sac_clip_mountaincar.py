@@ -310,10 +310,12 @@ if __name__ == "__main__":
                 episodic_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]  # MountainCar's own reward
                 task_fraction, clip_return = episode_sums["steps_at_flag"][i] / length, episode_sums["clip_return"][i]
                 success = float(task_fraction >= 0.5)
+                ends_at_flag = float(next_obs[i, 0] >= clip_envs.GOAL_POSITION)  # the episode's last observation
                 writer.add_scalar("charts/episodic_return", episodic_return, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 writer.add_scalar("charts/task_fraction", task_fraction, global_step)
                 writer.add_scalar("charts/success", success, global_step)
+                writer.add_scalar("charts/ends_at_flag", ends_at_flag, global_step)
                 if reward_model is not None:
                     writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
                 learned = dict(clip_return=clip_return) if reward_model is not None else dict(episodic_return=episodic_return)

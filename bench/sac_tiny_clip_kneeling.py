@@ -1,6 +1,6 @@
-"""Benchmark: does SAC teach the humanoid to kneel from one sentence, offline on a CPU?
+"""Benchmark: does SAC teach the humanoid to kneel from one sentence, over seeds, offline on a CPU?
 
-Trains sac_clip_humanoid.py --task kneeling in the default scene at 128 px with the cheap render (shadow map 512, no
+For each of --seeds (side by side, one torch thread each), trains sac_clip_humanoid.py --task kneeling in the default scene at 128 px with the cheap render (shadow map 512, no
 multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
 with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then picks a checkpoint
 (one every --checkpoint-frequency steps) by the return its deterministic policy earns from the reward it learned,
@@ -8,12 +8,13 @@ over --validation-episodes at the training frame size, and evaluates it with eva
 20 episodes on other seeds, success = kneeling on at least half of the steps. For comparison it also evaluates the
 paper's pick (the highest training return) and the final policy alike. Writes to --output-dir the run's learning
 curve (<label>.csv), this report (<label>.txt), a video of the chosen policy at 480 px (<label>.mp4), and redraws
-kneeling_learning_curves.png from every curve there. Last line: `final success rate X (random Y)`, of the chosen
-checkpoint.
+kneeling_learning_curves.png from every curve there (mean over seeds, band from the lowest to the highest seed); every
+file of a seed ends in -seed-<seed>. Last line: `final success rate M ± S over N seeds (each a b c; random Y)`, of
+each seed's chosen checkpoint.
 
-    python bench/sac_tiny_clip_kneeling.py --reward ground-truth --total-timesteps 200000   # the reference
-    python bench/sac_tiny_clip_kneeling.py --label "tiny CLIP at 128 px"   # "a humanoid robot kneeling", ~60 min
-    python bench/sac_tiny_clip_kneeling.py --prompt "a humanoid robot standing up" --total-timesteps 64000
+    python bench/sac_tiny_clip_kneeling.py                              # "a humanoid robot kneeling", ~90 min on 2 cores
+    python bench/sac_tiny_clip_kneeling.py --reward ground-truth        # the reference
+    python bench/sac_tiny_clip_kneeling.py --prompt "a humanoid robot standing up"
 
 The tiny CLIP learned from the project's own frames labelled by the task predicates: a run shows that the whole path
 frame -> CLIP -> reward -> SAC -> pose works, not what a real CLIP reaches.
@@ -36,7 +37,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
-from bench.learning_curves import plot_curves, save_curve, slug  # noqa: E402
+from bench.learning_curves import check_seeds, plot_curves, run_seeds, save_curve, slug, summary_line, train_in  # noqa: E402
 
 # The paper's humanoid SAC (gamma 0.95, learning rates 6e-4, 256 units, entropy autotuned) with what a CPU affords:
 # learning from step 4000 and, with 8 envs, one gradient step per 4 env steps (the paper: one per 32, over 10M steps).
@@ -65,8 +66,10 @@ class Args:
     """a fixed SAC entropy coefficient instead of the auto-tuned one (the paper's, the default)"""
     render_size: int = 128
     """frame size CLIP sees (the tiny CLIP's input)"""
-    seed: int = 1
-    """training seed"""
+    seeds: tuple[int, ...] = (1, 2, 3)
+    """training seeds, one run each"""
+    parallel: int = 3
+    """runs side by side (each with one torch thread when more than one)"""
     checkpoint_frequency: int = 16_000
     """checkpoint every this many steps (0: only at the end); the bench evaluates the one that validates best"""
     validation_episodes: int = 20
@@ -76,14 +79,15 @@ class Args:
     block: int = 40
     """episodes per row of the printed learning curve"""
     label: Optional[str] = None
-    """the run's name in the plot and its files (default: from --reward, --prompt and --render-size)"""
+    """the configuration's name in the plot and its files (default: from --reward, --prompt and --render-size)"""
     output_dir: str = os.path.join(REPO_ROOT, "docs", "results", "kneeling")
     """where the curve, the video and the plot go"""
     run_dir: Optional[str] = None
-    """evaluate this finished training run (runs/<name>, made with the same --reward) instead of training one"""
+    """evaluate this finished training run (runs/<name>, made with the same --reward and the one seed of --seeds)
+    instead of training one"""
     keep_runs: Optional[str] = None
-    """folder that keeps the training run (runs/<name>: events, final checkpoint) and its evaluation (eval/<name>), to
-    resume, inspect or roll out later; by default both go with a temporary folder"""
+    """folder that keeps each seed's training run (seed-<seed>/runs/<name>: events, checkpoints) and its evaluation
+    (seed-<seed>/eval/<name>), to resume, inspect or roll out later; by default both go with a temporary folder"""
 
 
 def random_policy_success_rate(episodes, seed=10_000):
@@ -101,6 +105,11 @@ def random_policy_success_rate(episodes, seed=10_000):
         successes.append(np.mean(kneeling) >= 0.5)
     env.close()
     return float(np.mean(successes))
+
+
+def without_paths(line):
+    """evaluate.py's summary line without this machine's folders: the checkpoint by its file name, no output folder."""
+    return re.sub(r"; written to .*$", "", re.sub(r"of \S*/(step_[0-9]+\.pt)", r"of \1", line))
 
 
 def evaluate(run_dir, output_dir, *options):
@@ -125,81 +134,55 @@ def validated_checkpoint(run_dir, output_dir, reward, episodes):
     return best, returns[best]
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
-    if args.keep_runs and os.path.exists(args.keep_runs) and not os.path.isdir(args.keep_runs):
-        sys.exit(f"error: --keep-runs must be a folder, got the file {args.keep_runs}")
-    for name in ("validation_episodes", "eval_episodes"):
-        if getattr(args, name) < 1:
-            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.checkpoint_frequency < 0:
-        sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
-    if args.ent_coef is not None and not args.ent_coef > 0:
-        sys.exit(f"error: --ent-coef must be > 0, got {args.ent_coef}")
-    if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
-        sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
-    prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
-    label = args.label or (
-        "ground-truth score" if args.reward == "ground-truth" else f"tiny CLIP at {args.render_size} px: {prompt!r}"
-    )
-    os.makedirs(args.output_dir, exist_ok=True)
-    clip_envs.use_headless_mujoco_gl()
-    with tempfile.TemporaryDirectory() as scratch:
-        workdir = args.keep_runs or scratch
+def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
+    """One seed: train (unless --run-dir), choose a checkpoint by the learned reward's validation return, evaluate it.
+    Writes the seed's curve, report and video to --output-dir; returns (the chosen checkpoint's success rate, report)."""
+    run_dir = args.run_dir
+    if run_dir is None:
         os.makedirs(workdir, exist_ok=True)
-        run_dir = args.run_dir
-        if run_dir is None:
-            earlier_runs = set(glob.glob(os.path.join(workdir, "runs", "*")))
-            command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--reward", args.reward,
-                       "--clip-model", args.clip_model, "--task", "kneeling", "--alpha", str(args.alpha),
-                       "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
-                       "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts),
-                       "--render-size", str(args.render_size), "--render-quality", "512", "0", "--seed", str(args.seed),
-                       "--checkpoint-frequency", str(args.checkpoint_frequency),
-                       *(["--prompt", args.prompt] if args.prompt else []),
-                       *(["--no-autotune", "--ent-coef", str(args.ent_coef)] if args.ent_coef is not None else []),
-                       *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
-            if subprocess.run(command, cwd=workdir, stdout=subprocess.DEVNULL).returncode:
-                sys.exit("the training run failed (its error is above)")
-            (run_dir,) = set(glob.glob(os.path.join(workdir, "runs", "*"))) - earlier_runs
-        eval_dir = os.path.join(workdir, "eval", os.path.basename(run_dir))
-        events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-        events.Reload()
-        curve = {tag: [e.value for e in events.Scalars(tag)] for tag in ("charts/success", "pose/kneeling")}
-        steps = [e.step for e in events.Scalars("charts/success")]
-        learned = "charts/episodic_clip_return" if args.reward == "clip" else "charts/episodic_return"
-        if ("charts/episodic_clip_return" in events.Tags()["scalars"]) != (args.reward == "clip"):
-            sys.exit(f"error: --run-dir {run_dir} did not learn from --reward {args.reward}")
-        curve["return"] = [e.value for e in events.Scalars(learned)]
-        minutes = (events.Scalars("charts/SPS")[-1].wall_time - events.Scalars("charts/SPS")[0].wall_time) / 60
+        earlier_runs = set(glob.glob(os.path.join(workdir, "runs", "*")))
+        command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_humanoid.py"), "--reward", args.reward,
+                   "--clip-model", args.clip_model, "--task", "kneeling", "--alpha", str(args.alpha),
+                   "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
+                   "--gradient-steps", str(args.gradient_steps), "--learning-starts", str(args.learning_starts),
+                   "--render-size", str(args.render_size), "--render-quality", "512", "0", "--seed", str(seed),
+                   "--checkpoint-frequency", str(args.checkpoint_frequency),
+                   *(["--prompt", args.prompt] if args.prompt else []),
+                   *(["--no-autotune", "--ent-coef", str(args.ent_coef)] if args.ent_coef is not None else []),
+                   *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
+        train_in(workdir, command, min(args.parallel, len(args.seeds)))
+        (run_dir,) = set(glob.glob(os.path.join(workdir, "runs", "*"))) - earlier_runs
+    eval_dir = os.path.join(workdir, "eval", os.path.basename(run_dir))
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    curve = {tag: [e.value for e in events.Scalars(tag)] for tag in ("charts/success", "pose/kneeling")}
+    steps = [e.step for e in events.Scalars("charts/success")]
+    learned = "charts/episodic_clip_return" if args.reward == "clip" else "charts/episodic_return"
+    if ("charts/episodic_clip_return" in events.Tags()["scalars"]) != (args.reward == "clip"):
+        sys.exit(f"error: --run-dir {run_dir} did not learn from --reward {args.reward}")
+    curve["return"] = [e.value for e in events.Scalars(learned)]
+    minutes = (events.Scalars("charts/SPS")[-1].wall_time - events.Scalars("charts/SPS")[0].wall_time) / 60
 
-        # deterministic, with a video at 480 px (success is the state's; the frame size only shows it)
-        chosen, validation_return = validated_checkpoint(
-            run_dir, f"{eval_dir}_validation", args.reward, args.validation_episodes
-        )
-        test = ["--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480"]
-        evaluations = {
-            "validated": evaluate(run_dir, f"{eval_dir}_validated", "--checkpoint", chosen, *test),
-            "paper": evaluate(run_dir, f"{eval_dir}_paper", *test),
-            "final": evaluate(run_dir, f"{eval_dir}_final", "--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt")), *test),
-        }  # fmt: skip
-        success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["validated"][-1]).group(1))
-        written_to = re.search(r"written to (.+)$", evaluations["validated"][-1]).group(1)  # evaluate.py never overwrites
-        (video,) = glob.glob(os.path.join(written_to, "*.mp4"))
-        shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}.mp4"))
-    random_rate = random_policy_success_rate(args.eval_episodes)
+    # deterministic, with a video at 480 px (success is the state's; the frame size only shows it)
+    chosen, validation_return = validated_checkpoint(run_dir, f"{eval_dir}_validation", args.reward, args.validation_episodes)
+    test = ["--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480"]
+    evaluations = {
+        "validated": evaluate(run_dir, f"{eval_dir}_validated", "--checkpoint", chosen, *test),
+        "paper": evaluate(run_dir, f"{eval_dir}_paper", *test),
+        "final": evaluate(run_dir, f"{eval_dir}_final", "--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt")), *test),
+    }  # fmt: skip
+    success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["validated"][-1]).group(1))
+    written_to = re.search(r"written to (.+)$", evaluations["validated"][-1]).group(1)  # evaluate.py never overwrites
+    (video,) = glob.glob(os.path.join(written_to, "*.mp4"))
+    shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}-seed-{seed}.mp4"))
 
     columns = {"success": curve["charts/success"], "kneeling_fraction": curve["pose/kneeling"], "return": curve["return"]}
-    save_curve(args.output_dir, label, steps, columns, {"success": random_rate})
-    panels = [("success", "success (kneeling on >= half the steps)", (-0.02, 1.02)),
-              ("kneeling_fraction", "kneeling fraction", (-0.02, 1.02))]  # fmt: skip
-    title = f"sac_clip_humanoid.py --task kneeling, {args.render_size} px"
-    plot_curves(args.output_dir, "kneeling_learning_curves.png", panels, args.block, title)
-    report = []
+    save_curve(args.output_dir, label, seed, steps, columns, {"success": random_rate})
     reward = args.clip_model.replace(REPO_ROOT + os.sep, "") if args.reward == "clip" else "the ground-truth kneeling score"
-    report.append(f"sac_clip_humanoid.py --task kneeling, reward {reward}, prompt {prompt!r}, alpha {args.alpha}")
+    report = [f"sac_clip_humanoid.py --task kneeling, reward {reward}, prompt {prompt!r}, alpha {args.alpha}, seed {seed}"]
+    side_by_side = f", {min(args.parallel, len(args.seeds))} runs side by side" if args.run_dir is None else ""
     report.append(
-        f"{args.total_timesteps} steps in {minutes:.1f} min, {args.gradient_steps} updates per {args.num_envs} env steps"
+        f"{steps[-1]} steps in {minutes:.1f} min{side_by_side}, {args.gradient_steps} updates per {args.num_envs} env steps"
     )
     report.append(f"{'up to step':>10} {'success':>8} {'kneeling':>9} {'return':>8}")
     for i in range(0, len(steps), args.block):
@@ -210,10 +193,51 @@ if __name__ == "__main__":
         )
     step = int(re.search(r"step_0*([0-9]+)", chosen).group(1))
     report.append(f"checkpoint of step {step}: the highest validation return ({validation_return:.2f})")
-    report.append(f"evaluate.py, that checkpoint: {evaluations['validated'][-1]}")
-    report.append(f"evaluate.py, the paper's pick ({evaluations['paper'][0].split(': ', 1)[1]}): {evaluations['paper'][-1]}")
-    report.append(f"evaluate.py, the final policy: {evaluations['final'][-1]}")
+    report.append(f"evaluate.py, that checkpoint: {without_paths(evaluations['validated'][-1])}")
+    paper_pick = evaluations["paper"][0].split(": ", 1)[1]
+    report.append(f"evaluate.py, the paper's pick ({paper_pick}): {without_paths(evaluations['paper'][-1])}")
+    report.append(f"evaluate.py, the final policy: {without_paths(evaluations['final'][-1])}")
     report.append(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")
-    with open(os.path.join(args.output_dir, f"{slug(label)}.txt"), "w") as f:
+    with open(os.path.join(args.output_dir, f"{slug(label)}-seed-{seed}.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
-    print("\n".join(report))
+    return success_rate, report
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    check_seeds(args.seeds, args.parallel)
+    if args.keep_runs and os.path.exists(args.keep_runs) and not os.path.isdir(args.keep_runs):
+        sys.exit(f"error: --keep-runs must be a folder, got the file {args.keep_runs}")
+    for name in ("validation_episodes", "eval_episodes"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.checkpoint_frequency < 0:
+        sys.exit(f"error: --checkpoint-frequency must be >= 0, got {args.checkpoint_frequency}")
+    if args.ent_coef is not None and not args.ent_coef > 0:
+        sys.exit(f"error: --ent-coef must be > 0, got {args.ent_coef}")
+    if args.run_dir and len(args.seeds) != 1:
+        seeds = " ".join(map(str, args.seeds))
+        sys.exit(f"error: --run-dir is one run: give its seed alone, e.g. --seeds 1 (got --seeds {seeds})")
+    if args.run_dir and not os.path.isdir(os.path.join(args.run_dir, "checkpoints")):
+        sys.exit(f"error: --run-dir {args.run_dir} is not a training run's folder (no checkpoints/ in it)")
+    prompt = args.prompt or clip_envs.HUMANOID_TASKS["kneeling"]
+    label = args.label or (
+        "ground-truth score"
+        if args.reward == "ground-truth"
+        else f"tiny CLIP at {args.render_size} px" + (f": {prompt!r}" if args.prompt else "")
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    clip_envs.use_headless_mujoco_gl()
+    random_rate = random_policy_success_rate(args.eval_episodes)
+    with tempfile.TemporaryDirectory() as scratch:
+        workdirs = {seed: os.path.join(args.keep_runs or scratch, f"seed-{seed}") for seed in args.seeds}
+        results = run_seeds(
+            lambda seed: train_and_evaluate(args, seed, prompt, label, workdirs[seed], random_rate), args.seeds, args.parallel
+        )
+    panels = [("success", "success (kneeling on >= half the steps)", (-0.02, 1.02)),
+              ("kneeling_fraction", "kneeling fraction", (-0.02, 1.02))]  # fmt: skip
+    title = f"sac_clip_humanoid.py --task kneeling, {args.render_size} px"
+    plot_curves(args.output_dir, "kneeling_learning_curves.png", panels, args.block, title)
+    for _, report in results:
+        print("\n".join(report))
+    print(summary_line("success rate", [success for success, _ in results], random_rate))

@@ -290,6 +290,9 @@ def test_the_tools_refuse_bad_input_before_their_work(tool, args, message, tmp_p
     (["--ent-coef", "nan"], "--ent-coef must be > 0, got nan"),
     (["--checkpoint-frequency", "-1"], "--checkpoint-frequency must be >= 0, got -1"),
     (["--validation-episodes", "0"], "--validation-episodes must be >= 1, got 0"),
+    (["--seeds", "1", "2", "1"], "--seeds must be distinct, got 1 2 1"),
+    (["--parallel", "0"], "--parallel must be >= 1, got 0"),
+    (["--run-dir", "run", "--seeds", "1", "2"], "--run-dir is one run: give its seed alone, e.g. --seeds 1 (got --seeds 1 2)"),
 ])  # fmt: skip
 def test_the_kneeling_bench_refuses_bad_input_before_it_trains(args, message, tmp_path, monkeypatch):
     import runpy
