@@ -72,6 +72,18 @@ def goal_baseline_reward(image_embeddings: torch.Tensor, target: torch.Tensor, p
     return 1 - 0.5 * projected.pow(2).sum(dim=-1)
 
 
+def goal_direction_components(
+    image_embeddings: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(along, off) for each row s of image_embeddings (N, D): along = s·d/|d|, s's component along the baseline -> goal
+    direction d = g - b, and off = |s - (s·d/|d|) d/|d||, the size of the rest. P keeps the first and scales the
+    second by (1 - alpha), so alpha = 1 removes it from the reward."""
+    unit = (target - baseline) / (target - baseline).norm()
+    along = image_embeddings @ unit
+    off = (image_embeddings - along[:, None] * unit).norm(dim=-1)
+    return along, off
+
+
 def check_alpha(alpha: float) -> None:
     """Raise CLIPRewardError unless 0 <= alpha <= 1."""
     if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:  # also rejects NaN
@@ -250,10 +262,22 @@ class CLIPReward(torch.nn.Module):
             raise CLIPRewardError(f"image embeddings must be a tensor (N, {len(self.target)}) of this CLIP's, got {got}")
         return goal_baseline_reward(image_embeddings, self.target, projection)
 
+    def direction_components(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(along, off) (N,) each: the image embeddings' component along the baseline -> goal direction and the size of
+        the rest (goal_direction_components); what alpha keeps and what it scales down."""
+        return goal_direction_components(image_embeddings, self.target, self.baseline)
+
     @torch.inference_mode()
     def forward(self, frames: FrameBatch) -> torch.Tensor:
         """Rewards (N,) float32 on the model's device for uint8 frames (N, H, W, 3)."""
         return self.rewards_from_embeddings(self.embed_images(frames))
+
+    @torch.inference_mode()
+    def score(self, frames: FrameBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rewards, along, off), (N,) each, for uint8 frames (N, H, W, 3): the rewards forward gives, and the frame
+        embeddings' components along the baseline -> goal direction and off it (direction_components), from one pass."""
+        embeddings = self.embed_images(frames)
+        return (self.rewards_from_embeddings(embeddings), *self.direction_components(embeddings))
 
 
 # --------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ class Args:
     """also write the replay buffer (~16 MB here) with each checkpoint, so that --resume continues exactly"""
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) from its latest checkpoint, with its saved arguments, to its total steps"""
+    image_frequency: int = 10000
+    """every this many env steps, TensorBoard gets the frames with the highest and lowest CLIP reward since the last
+    (images/*) and the rewards' histogram (0: never)"""
 
     # CLIP reward (VLM-RM)
     reward: Literal["clip", "ground-truth"] = "clip"
@@ -208,6 +211,7 @@ if __name__ == "__main__":
     # what a checkpoint holds besides the envs, the replay buffer and the random generators
     saved = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
     checkpoints = run_utils.Checkpoints(run_name, args, envs, rb, writer, stop, saved)
+    reward_window = run_utils.RewardWindow(writer, args.image_frequency)  # the frames CLIP pays most and least for
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
@@ -237,8 +241,13 @@ if __name__ == "__main__":
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
         if reward_model is not None:
             frames = infos["frame"]  # (num_envs, 400, 600, 3) uint8
-            rewards = reward_model(frames).cpu().numpy()
+            rewards, along, off = reward_model.score(frames)
+            rewards = rewards.cpu().numpy()
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
+            reward_window.add(
+                frames, rewards, along, off, task=ground_truth_rewards > 0, keep=~autoreset
+            )  # what CLIP pays for, in TensorBoard
+            reward_window.write_if_due(global_step)
         else:
             rewards = ground_truth_rewards
         # ===========================================================================================

@@ -207,6 +207,7 @@ COMMON_RULES = {
     "seed": Rule(lambda value, args: 0 <= value <= 2**32 - 1 - args.num_envs,
                  "in [0, 2**32 - 1 - num_envs] (numpy's seed range)"),  # fmt: skip
     "checkpoint_frequency": at_least(0),
+    "image_frequency": at_least(0),
     "prompt": SENTENCES,
     "baseline_prompt": SENTENCES,
     "exp_name": Rule(lambda value, args: re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", value) is not None,
@@ -352,7 +353,77 @@ class NoWriter:
     def add_scalar(self, *args, **kwargs):
         pass
 
-    add_text = close = add_scalar
+    add_text = add_image = add_histogram = close = add_scalar
+
+
+class RewardWindow:
+    """What CLIP paid for since the last write, for TensorBoard: the k highest- and the k lowest-reward frames (kept as
+    the steps come, never the whole window), every reward, and the mean components of the frame embeddings along the
+    baseline -> goal direction and off it (clip_reward.goal_direction_components). Every `frequency` env steps (0:
+    never) it writes images/highest_clip_reward and images/lowest_clip_reward (grids, each frame labelled with its
+    reward and, where the task has a predicate, whether it holds), the histogram rewards/clip_reward and the scalars
+    rewards/along_goal_direction and rewards/off_direction, then starts a new window. Under torchrun each rank keeps
+    its own frames and rank 0's writer alone writes (the other ranks' is a NoWriter)."""
+
+    def __init__(self, writer, frequency, k=8, thumbnail_height=160):
+        self.writer, self.frequency, self.k, self.thumbnail_height = writer, frequency, k, thumbnail_height
+        self.next_write = None  # the first multiple of frequency after the run's (or the resumed part's) first step
+        self._start_window()
+
+    def _start_window(self):
+        self.rewards, self.along, self.off = [], [], []
+        self.highest, self.lowest = [], []  # (reward, order seen, frame, task) each, best first
+
+    def add(self, frames, rewards, along, off, task=None, keep=None):
+        """One vector step: frames (N, H, W, 3) uint8, their rewards and direction components (N,), the task predicate
+        per frame (N,) bool or None; `keep` (N,) bool leaves out the frames that are not transitions (an autoreset)."""
+        if not self.frequency:
+            return
+        rewards, along, off = (np.asarray(torch.as_tensor(x).float().cpu()) for x in (rewards, along, off))
+        keep = np.ones(len(rewards), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+        for i in np.flatnonzero(keep):
+            entry = (float(rewards[i]), len(self.rewards), frames[i], None if task is None else bool(task[i]))
+            self.rewards.append(entry[0])
+            for kept, sign in ((self.highest, 1), (self.lowest, -1)):
+                if len(kept) < self.k or sign * entry[0] > sign * kept[-1][0]:
+                    kept.append(entry[:2] + (np.array(entry[2]),) + entry[3:])  # a copy: the env reuses its buffer
+                    kept.sort(key=lambda e: (-sign * e[0], e[1]))
+                    del kept[self.k :]
+        self.along.extend(along[keep].tolist())
+        self.off.extend(off[keep].tolist())
+
+    def write_if_due(self, global_step):
+        """Write the window once `frequency` env steps have passed since the last write."""
+        if not self.frequency:
+            return
+        if self.next_write is None:
+            self.next_write = (global_step // self.frequency + 1) * self.frequency
+        if global_step < self.next_write:
+            return
+        self.next_write = (global_step // self.frequency + 1) * self.frequency
+        if self.rewards:
+            for tag, kept in (("images/highest_clip_reward", self.highest), ("images/lowest_clip_reward", self.lowest)):
+                self.writer.add_image(tag, self.grid(kept), global_step, dataformats="HWC")
+            self.writer.add_histogram("rewards/clip_reward", np.array(self.rewards), global_step)
+            self.writer.add_scalar("rewards/along_goal_direction", float(np.mean(self.along)), global_step)
+            self.writer.add_scalar("rewards/off_direction", float(np.mean(self.off)), global_step)
+        self._start_window()
+
+    def grid(self, kept):
+        """The kept frames side by side, best first, each scaled to thumbnail_height with its label above it."""
+        from PIL import Image, ImageDraw
+
+        tiles = []
+        for reward, _, frame, task in kept:
+            image = Image.fromarray(frame)
+            width = max(1, round(image.width * self.thumbnail_height / image.height))
+            image = image.resize((width, self.thumbnail_height), Image.BICUBIC)
+            tile = Image.new("RGB", (width, self.thumbnail_height + 16), "white")
+            tile.paste(image, (0, 16))
+            label = f"{reward:.3f}" + ("" if task is None else (" task" if task else " not task"))
+            ImageDraw.Draw(tile).text((3, 2), label, fill="black")
+            tiles.append(np.asarray(tile))
+        return np.concatenate(tiles, axis=1)
 
 
 _uploaded_videos = set()

@@ -49,6 +49,9 @@ class Args:
     """also write the replay buffer (~30 MB here) with each checkpoint, so that --resume continues exactly"""
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) from its latest checkpoint, with its saved arguments, to its total steps"""
+    image_frequency: int = 10000
+    """every this many env steps, TensorBoard gets the frames with the highest and lowest CLIP reward since the last
+    (images/*) and the rewards' histogram (0: never)"""
 
     # CLIP reward (VLM-RM)
     reward: Literal["clip", "ground-truth"] = "clip"
@@ -268,6 +271,7 @@ if __name__ == "__main__":
         math.ceil(args.buffer_size / world_size), envs.single_observation_space, envs.single_action_space, device
     )
     checkpoints = run_utils.Checkpoints(run_name, args, envs, rb, writer, stop, saved)
+    reward_window = run_utils.RewardWindow(writer, args.image_frequency)  # the frames CLIP pays most and least for
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
@@ -297,8 +301,13 @@ if __name__ == "__main__":
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
         if reward_model is not None:
             frames = infos["frame"]  # (num_envs, 400, 600, 3) uint8; resized to CLIP's input inside
-            rewards = reward_model(frames).cpu().numpy()
+            rewards, along, off = reward_model.score(frames)
+            rewards = rewards.cpu().numpy()
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
+            reward_window.add(
+                frames, rewards, along, off, task=next_obs[:, 0] >= clip_envs.GOAL_POSITION, keep=~autoreset
+            )  # what CLIP pays for, in TensorBoard
+            reward_window.write_if_due(global_step)
         else:
             rewards = ground_truth_rewards
         # ===========================================================================================

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import clip_reward
-from clip_reward import CLIPRewardError, goal_baseline_reward, projection_matrix
+from clip_reward import CLIPRewardError, goal_baseline_reward, goal_direction_components, projection_matrix
 from conftest import TINY_MODEL_CFG, save_tiny_clip
 
 DIM = 16
@@ -89,6 +89,23 @@ def test_reward_is_one_at_the_goal_and_falls_away_from_it(vectors, alpha):
     states = F.normalize(torch.stack([target + t * away for t in np.linspace(0, 1.5, 8)]), dim=-1)
     rewards = goal_baseline_reward(states, target, projection)
     assert torch.all(rewards[1:] < rewards[:-1]), rewards
+
+
+def test_direction_components_are_what_the_projection_keeps_and_scales(vectors):
+    target, baseline, states = vectors
+    along, off = goal_direction_components(states, target, baseline)
+    direction = unit(target - baseline)
+    torch.testing.assert_close(along, states @ direction)
+    torch.testing.assert_close(along**2 + off**2, torch.ones(len(states)))  # s is unit length: the two parts are all of it
+    for alpha in (0.0, 0.5, 1.0):  # P s = along * d/|d| + (1 - alpha) * (the rest)
+        projected = states @ projection_matrix(target, baseline, alpha)
+        torch.testing.assert_close((projected @ direction), along)
+        torch.testing.assert_close((projected - along[:, None] * direction).norm(dim=-1), (1 - alpha) * off)
+    # a state on the goal side of the baseline has a larger component along d than one on the baseline side
+    along_goal_side, _ = goal_direction_components(torch.stack([target, baseline]), target, baseline)
+    assert along_goal_side[0] > along_goal_side[1]
+    _, off_on_d = goal_direction_components(direction[None], target, baseline)
+    assert off_on_d.item() == pytest.approx(0.0, abs=1e-6)
 
 
 # ---- the reward model on a (tiny) open_clip model ---------------------------------------

@@ -38,7 +38,7 @@ RUNS = {
 def run_with_spies(script, args, cwd, monkeypatch):
     """Run a training script in this process; returns its globals and what the spies saw."""
     seen = SimpleNamespace(shown=[], next_obs=[], ended=[], scored=[], rewards=[])
-    real_step, real_forward = gym.vector.SyncVectorEnv.step, clip_reward.CLIPReward.forward
+    real_step, real_score = gym.vector.SyncVectorEnv.step, clip_reward.CLIPReward.score
 
     def step(self, actions):
         next_obs, rewards, terminations, truncations, infos = real_step(self, actions)
@@ -48,14 +48,14 @@ def run_with_spies(script, args, cwd, monkeypatch):
         seen.ended.append(terminations | truncations)
         return next_obs, rewards, terminations, truncations, infos
 
-    def forward(self, frames):
-        rewards = real_forward(self, frames)
+    def score(self, frames):
+        rewards, along, off = real_score(self, frames)
         seen.scored.append(np.array(frames))
         seen.rewards.append(rewards.cpu().numpy())
-        return rewards
+        return rewards, along, off
 
     monkeypatch.setattr(gym.vector.SyncVectorEnv, "step", step)
-    monkeypatch.setattr(clip_reward.CLIPReward, "forward", forward)
+    monkeypatch.setattr(clip_reward.CLIPReward, "score", score)
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", [script, "--no-cuda", "--no-async-envs", *map(str, args)])  # spies see in-process envs
     return runpy.run_path(os.path.join(REPO_ROOT, script), run_name="__main__"), seen
