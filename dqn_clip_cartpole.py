@@ -210,8 +210,8 @@ if __name__ == "__main__":
     )
     # what a checkpoint holds besides the envs, the replay buffer and the random generators
     saved = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
+    saved["reward_window"] = reward_window = run_utils.RewardWindow(writer, args.image_frequency)  # CLIP's best, worst frames
     checkpoints = run_utils.Checkpoints(run_name, args, envs, rb, writer, stop, saved)
-    reward_window = run_utils.RewardWindow(writer, args.image_frequency)  # the frames CLIP pays most and least for
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
@@ -269,7 +269,7 @@ if __name__ == "__main__":
                 checkpoints.record_return(*learned.values())  # the return of the reward learned from ranks the checkpoints
                 for sums in episode_sums.values():  # the env's next episode starts from zero
                     sums[i] = 0.0
-            run_utils.upload_videos(run_name)  # with --track and --capture-video
+            run_utils.upload_videos(run_name, writer, global_step)  # --capture-video's: TensorBoard, and wandb with --track
         progress.update(global_step)
 
         # save data to reply buffer: a transition per env, none for the step that resets a finished episode

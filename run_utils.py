@@ -363,7 +363,7 @@ class RewardWindow:
     never) it writes images/highest_clip_reward and images/lowest_clip_reward (grids, each frame labelled with its
     reward and, where the task has a predicate, whether it holds), the histogram rewards/clip_reward and the scalars
     rewards/along_goal_direction and rewards/off_direction, then starts a new window. Under torchrun each rank keeps
-    its own frames and rank 0's writer alone writes (the other ranks' is a NoWriter)."""
+    its own frames and rank 0's writer alone writes (the other ranks' is a NoWriter). A checkpoint keeps the window."""
 
     def __init__(self, writer, frequency, k=8, thumbnail_height=160):
         self.writer, self.frequency, self.k, self.thumbnail_height = writer, frequency, k, thumbnail_height
@@ -409,6 +409,14 @@ class RewardWindow:
             self.writer.add_scalar("rewards/off_direction", float(np.mean(self.off)), global_step)
         self._start_window()
 
+    def state_dict(self):
+        """The window so far, for a checkpoint: a resumed run writes the window an uninterrupted run would."""
+        return {name: getattr(self, name) for name in ("next_write", "rewards", "along", "off", "highest", "lowest")}
+
+    def load_state_dict(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def grid(self, kept):
         """The kept frames side by side, best first, each scaled to thumbnail_height with its label above it."""
         from PIL import Image, ImageDraw
@@ -429,14 +437,36 @@ class RewardWindow:
 _uploaded_videos = set()
 
 
-def upload_videos(run_name):
-    """With --track, send the episode videos recorded since the last call to wandb (rank 0)."""
-    if _rank() == 0 and "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-        import wandb
+def upload_videos(run_name, writer=None, global_step=0):
+    """The episode videos recorded since the last call (--capture-video), from rank 0: into TensorBoard as
+    videos/episode (an animated GIF, which the images tab plays) and, with --track, to wandb."""
+    if _rank() != 0:
+        return
+    for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - _uploaded_videos):
+        _uploaded_videos.add(video)
+        if writer is not None and not isinstance(writer, NoWriter):
+            writer._get_file_writer().add_summary(video_summary("videos/episode", video), global_step)
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            import wandb
 
-        for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - _uploaded_videos):
             wandb.log({"videos": wandb.Video(video)})
-            _uploaded_videos.add(video)
+
+
+def video_summary(tag, path):
+    """A TensorBoard image summary holding the mp4 at `path` as an animated GIF. (torch's add_video makes the same
+    summary but needs moviepy 1's moviepy.editor, which the moviepy 2 that gymnasium records with no longer has.)"""
+    import io
+
+    from moviepy import VideoFileClip
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    with VideoFileClip(path, audio=False) as clip:
+        frames, fps = [Image.fromarray(frame) for frame in clip.iter_frames()], clip.fps
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    image = Summary.Image(height=frames[0].height, width=frames[0].width, colorspace=3, encoded_image_string=gif.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def print_setup(args, device, run_name, reward_model=None):

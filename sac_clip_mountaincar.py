@@ -270,8 +270,8 @@ if __name__ == "__main__":
     rb = run_utils.ReplayBuffer(
         math.ceil(args.buffer_size / world_size), envs.single_observation_space, envs.single_action_space, device
     )
+    saved["reward_window"] = reward_window = run_utils.RewardWindow(writer, args.image_frequency)  # CLIP's best, worst frames
     checkpoints = run_utils.Checkpoints(run_name, args, envs, rb, writer, stop, saved)
-    reward_window = run_utils.RewardWindow(writer, args.image_frequency)  # the frames CLIP pays most and least for
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = envs.reset(seed=args.seed + local_envs[0])
@@ -332,7 +332,7 @@ if __name__ == "__main__":
                 checkpoints.record_return(*learned.values())  # the return of the reward learned from ranks the checkpoints
                 for sums in episode_sums.values():  # the env's next episode starts from zero
                     sums[i] = 0.0
-            run_utils.upload_videos(run_name)  # with --track and --capture-video
+            run_utils.upload_videos(run_name, writer, global_step)  # --capture-video's: TensorBoard, and wandb with --track
         progress.update(global_step)
 
         # save data to reply buffer: a transition per env, none for the step that resets a finished episode

@@ -83,7 +83,7 @@ def train(args, seed):
         command = [sys.executable, os.path.join(REPO_ROOT, "sac_clip_mountaincar.py"), "--clip-model", args.clip_model,
                    "--prompt", args.prompt, "--total-timesteps", str(args.total_timesteps), "--num-envs", str(args.num_envs),
                    "--episode-length", str(args.episode_length), "--seed", str(seed), "--checkpoint-frequency", "0",
-                   *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
+                   *[str(item) for flag, value in FAST_SAC.items() for item in ((flag,) if value is True else (flag, value))]]  # fmt: skip
         start = time.time()
         train_in(workdir, command, min(args.parallel, len(args.seeds)))
         minutes = (time.time() - start) / 60
@@ -101,7 +101,7 @@ if __name__ == "__main__":
     runs = run_seeds(lambda seed: train(args, seed), args.seeds, args.parallel)
     random_rate = random_policy_success_rate(args.episode_length)
     print(f"sac_clip_mountaincar.py, reward {args.clip_model.replace(REPO_ROOT + os.sep, '')}, prompt {args.prompt!r}")
-    print(f"{args.total_timesteps} steps per seed; {' '.join(f'{k} {v}' for k, v in FAST_SAC.items())}")
+    print(f"{args.total_timesteps} steps per seed; {' '.join(k if v is True else f'{k} {v}' for k, v in FAST_SAC.items())}")
     finals, lowest_late = [], []
     for seed, (minutes, curve, steps) in zip(args.seeds, runs):
         print(f"seed {seed}: {minutes:.1f} min ({min(args.parallel, len(args.seeds))} runs side by side)")
