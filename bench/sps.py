@@ -12,8 +12,10 @@ same model, device, precision, threads and batch (--num-envs frames): 1.0 means 
     python bench/sps.py                              # ViT-B-32 on a CPU, --num-envs 8
     python bench/sps.py --clip-model ViT-bigG-14     # on a GPU: also frames/s and memory
     python bench/sps.py --scripts sac_clip_humanoid.py --humanoid-render 224 512 0   # what a cheaper render would buy
+    python bench/sps.py --image-cost                 # also the share of a run the TensorBoard frame grids take
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -35,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import clip_envs  # noqa: E402
 import clip_reward  # noqa: E402
+import run_utils  # noqa: E402
 
 # Each script's update ratio (gradient steps per vector step), kept while training every 10 vector steps.
 SCRIPTS = {
@@ -60,6 +63,9 @@ class Args:
     """run CLIP (and the learner) on the GPU if there is one"""
     humanoid_render: tuple[int, int, int] = (clip_envs.RENDER_SIZE, 4096, 4)
     """the humanoid's render: size (px), shadow map size, multisamples; the paper's by default (MuJoCo's 4096 and 4)"""
+    image_cost: bool = False
+    """also time the TensorBoard reward window (keeping the best and worst frames each step, writing its grids) and
+    give its share of a run at the script's default --image-frequency"""
 
 
 def humanoid_quality(humanoid_render):
@@ -81,9 +87,10 @@ def random_clip_folder(architecture):
 
 def measure(script, args, clip_folder):
     """Run one script with clock-reading spies; returns its timings and globals."""
-    clock = {"env": [], "clip": [], "steps": []}
+    clock = {"env": [], "clip": [], "steps": [], "window_add": [], "window_write": []}
     real_steps = {kind: kind.step for kind in (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)}
-    real_forward = clip_reward.CLIPReward.forward
+    real_score = clip_reward.CLIPReward.score
+    real_window = {name: getattr(run_utils.RewardWindow, name) for name in ("add", "write_if_due")}
 
     def timed_step(kind):
         def step(self, actions):
@@ -95,13 +102,23 @@ def measure(script, args, clip_folder):
 
         return step
 
-    def forward(self, frames):
+    def score(self, frames):
         start = time.perf_counter()
-        rewards = real_forward(self, frames)
+        rewards, along, off = real_score(self, frames)
         if rewards.is_cuda:
             torch.cuda.synchronize()
         clock["clip"].append(time.perf_counter() - start)
-        return rewards
+        return rewards, along, off
+
+    def timed_window(name):
+        def method(self, *arguments, **keywords):
+            writes = name == "write_if_due" and bool(self.rewards)
+            start = time.perf_counter()
+            real_window[name](self, *arguments, **keywords)
+            if name == "add" or (writes and not self.rewards):  # a write starts a new, empty window
+                clock[f"window_{'add' if name == 'add' else 'write'}"].append(time.perf_counter() - start)
+
+        return method
 
     total = (args.warmup + args.steps + 1) * args.num_envs
     argv = [
@@ -122,6 +139,8 @@ def measure(script, args, clip_folder):
     ]
     if not args.cuda:
         argv.append("--no-cuda")
+    if args.image_cost:  # two writes inside the timed steps, so that one write's time is measured
+        argv += ["--image-frequency", str(args.steps * args.num_envs // 2)]
     if "humanoid" in script:
         argv += ["--render-size", str(args.humanoid_render[0])]
     saved_argv, cwd, real_make_humanoid = sys.argv, os.getcwd(), clip_envs.make_humanoid
@@ -129,7 +148,9 @@ def measure(script, args, clip_folder):
     clip_envs.make_humanoid = functools.partial(real_make_humanoid, quality=humanoid_quality(args.humanoid_render))
     for kind in real_steps:
         kind.step = timed_step(kind)
-    clip_reward.CLIPReward.forward = forward
+    clip_reward.CLIPReward.score = score
+    for name in real_window:
+        setattr(run_utils.RewardWindow, name, timed_window(name))
     try:
         with tempfile.TemporaryDirectory() as folder:
             os.chdir(folder)
@@ -140,7 +161,9 @@ def measure(script, args, clip_folder):
         os.chdir(cwd)
         for kind, step in real_steps.items():
             kind.step = step
-        clip_reward.CLIPReward.forward = real_forward
+        clip_reward.CLIPReward.score = real_score
+        for name, method in real_window.items():
+            setattr(run_utils.RewardWindow, name, method)
         clip_envs.make_humanoid = real_make_humanoid
     return clock, script_globals
 
@@ -220,4 +243,12 @@ if __name__ == "__main__":
             f"reward {clip_time * 1000:5.0f}, update and rest {(per_step - env_time - clip_time) * 1000:5.0f} "
             f"| one env, one frame: step {step_cost * 1000:.1f} ms, render {render_cost * 1000:.1f} ms{memory}"
         )
+        if args.image_cost:
+            default = {field.name: field.default for field in dataclasses.fields(script_globals["Args"])}["image_frequency"]
+            add_time, write_time = np.mean(clock["window_add"][timed]), np.median(clock["window_write"])
+            share = (add_time + write_time * args.num_envs / default) / per_step
+            print(
+                f"{'':>24}  reward window: {add_time * 1000:.2f} ms per vector step, one write {write_time * 1000:.0f} ms; "
+                f"at --image-frequency {default}: {share:.2%} of a vector step"
+            )
     print(f"min efficiency {min(efficiencies):.2f}")

@@ -1,12 +1,21 @@
 """dqn_clip_cartpole.py end to end: CLIP-rewarded run with a tiny CLIP, errors, and a DQN that learns."""
 
 import glob
+import io
+import json
 import os
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import clip_reward
 import clip_envs
@@ -39,7 +48,8 @@ def random_policy_rollouts(episodes, episode_length, seed=0, render=False):
 def clip_run(tiny_clip_spec, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("dqn_clip")
     args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 600, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
-            "--learning-starts", 100, "--train-frequency", 1, "--capture-video", "--save-model", "--seed", 3]
+            "--learning-starts", 100, "--train-frequency", 1, "--capture-video", "--save-model", "--seed", 3,
+            "--image-frequency", 200]
     result = run_script(SCRIPT, args, cwd)
     assert result.returncode == 0, result.stderr
     return cwd, result
@@ -77,6 +87,43 @@ def test_clip_return_is_the_sum_of_clip_rewards_of_the_episodes_frames(clip_run,
     per_step = np.array(scalars["charts/episodic_clip_return"]) / EPISODE_LENGTH
     margin = 0.1 * (rewards.max() - rewards.min()) + 1e-4
     assert np.all(per_step >= rewards.min() - margin) and np.all(per_step <= rewards.max() + margin), (per_step, rewards.min(), rewards.max())
+
+
+def test_a_real_tensorboard_serves_the_runs_frame_grids_reward_histogram_and_episode_video(clip_run):
+    """What a reader of the run sees: TensorBoard itself, started on the run's folder, read back over its HTTP API."""
+    cwd, _ = clip_run
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", os.path.join(cwd, "runs"), "--host",
+                               "127.0.0.1", "--port", "0", "--load_fast", "false"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        while url is None:
+            line = server.stderr.readline()
+            assert line, "TensorBoard exited before serving"
+            url = next(iter(re.findall(r"(http://127\.0\.0\.1:\d+)/", line)), None)
+        (run,) = os.listdir(os.path.join(cwd, "runs"))
+
+        def get(path, **query):
+            for _ in range(100):  # the server loads the event files a moment after it starts listening
+                body = urllib.request.urlopen(f"{url}/data/plugin/{path}?{urllib.parse.urlencode(query)}", timeout=30).read()
+                if body not in (b"{}", b"[]"):
+                    return body
+                time.sleep(0.2)
+            return body
+
+        image_tags = json.loads(get("images/tags"))[run]
+        assert {"images/highest_clip_reward", "images/lowest_clip_reward", "videos/episode"} <= set(image_tags), image_tags
+        assert "rewards/clip_reward" in json.loads(get("histograms/tags"))[run]
+        # writes at steps 200, 400 and 600 (--image-frequency 200 over 600 steps)
+        grids = json.loads(get("images/images", run=run, tag="images/highest_clip_reward"))
+        assert [grid["step"] for grid in grids] == [200, 400, 600]
+        grid = Image.open(io.BytesIO(get("images/individualImage", blob_key=grids[-1]["query"].split("blob_key=")[-1])))
+        assert grid.format == "PNG" and grid.width > grid.height > 0
+        (video,) = json.loads(get("images/images", run=run, tag="videos/episode"))[:1]
+        gif = Image.open(io.BytesIO(get("images/individualImage", blob_key=video["query"].split("blob_key=")[-1])))
+        assert gif.format == "GIF" and gif.n_frames > 10
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_clip_run_saves_video_and_model(clip_run):
