@@ -139,12 +139,30 @@ def test_updates_per_training_phase_do_not_depend_on_num_envs(tiny_clip_spec, tm
     assert len(scalars["losses/qf1_loss"]) == 4
 
 
+def test_centered_rewards_keep_the_critic_near_zero_where_plain_rewards_lift_it_to_their_level(tiny_clip_spec, tmp_path):
+    """The same 400 updates with and without --center-rewards: the plain critic's values rise towards the CLIP rewards'
+    level (~0.5-0.9 a step, and more with bootstrapping); centred on each batch's mean, they stay near 0. (No entropy
+    bonus: it would lift both.)"""
+    q_values = {}
+    for flags in ([], ["--center-rewards"]):
+        cwd = tmp_path / ("centered" if flags else "plain")
+        cwd.mkdir()
+        args = ["--clip-model", tiny_clip_spec, "--total-timesteps", 400, "--num-envs", 2, "--episode-length", EPISODE_LENGTH,
+                "--learning-starts", 100, "--batch-size", 32, "--q-lr", 3e-3, "--policy-lr", 3e-3, "--ent-coef", 0, "--no-async-envs", *flags]
+        result = run_script(SCRIPT, args, cwd)
+        assert result.returncode == 0, result.stderr
+        scalars, _, _ = read_scalars(cwd)
+        q_values[bool(flags)] = scalars["losses/qf1_values"][-1], np.mean(scalars["charts/episodic_clip_return"]) / EPISODE_LENGTH
+    (plain_q, reward_level), (centered_q, _) = q_values[False], q_values[True]
+    assert plain_q > 2 * reward_level and abs(centered_q) < 0.2 * reward_level  # measured: 2.2, -0.04 (reward 0.47)
+
+
 def test_defaults_are_the_papers_setup():
     from sac_clip_mountaincar import Args
 
     args = Args()
     paper = dict(total_timesteps=3_000_000, episode_length=200, gamma=0.9999, tau=0.01, policy_lr=1e-4, q_lr=1e-4, ent_coef=0.1,
-                 autotune=False, hidden_sizes=(64, 64), batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
+                 autotune=False, center_rewards=False, hidden_sizes=(64, 64), batch_size=256, buffer_size=1_000_000, alpha=0.5, textured=True,
                  prompt=("a car at the peak of the mountain, next to the yellow flag",), baseline_prompt=("a car in the mountain",))
     assert {name: getattr(args, name) for name in paper} == paper
 
