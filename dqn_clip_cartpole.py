@@ -177,15 +177,10 @@ if __name__ == "__main__":
     if args.reward == "clip":
         with run_utils.exit_on_bad_input():
             reward_model = clip_reward.load_reward_model(
-                args.clip_model,
-                target_prompts=args.prompt,
-                baseline_prompts=args.baseline_prompt,
-                alpha=args.alpha,
-                checkpoint=args.clip_checkpoint,
-                device=device,
-                batch_size=args.reward_batch_size,
+                args.clip_model, target_prompts=args.prompt, baseline_prompts=args.baseline_prompt, alpha=args.alpha,
+                checkpoint=args.clip_checkpoint, device=device, batch_size=args.reward_batch_size,
                 precision=args.clip_precision,
-            )
+            )  # fmt: skip
     # ==============================================================================================================
 
     run_name, writer = run_utils.open_run(args, device, checkpoint, reward_model)  # made once nothing can fail
@@ -193,10 +188,8 @@ if __name__ == "__main__":
     # env setup: under torchrun each rank runs its share of the run's envs (their seeds and video as in one process)
     local_envs, render = run_utils.local_envs(args.num_envs), reward_model is not None
     scene = dict(episode_length=args.episode_length)
-    envs = run_utils.vector_env(
-        [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, render, **scene) for i in local_envs],
-        args.async_envs,
-    )
+    env_fns = [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, render, **scene) for i in local_envs]
+    envs = run_utils.vector_env(env_fns, args.async_envs)
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
 
     q_network = QNetwork(envs, args.hidden_sizes).to(device)
@@ -246,7 +239,7 @@ if __name__ == "__main__":
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
             reward_window.add(
                 frames, rewards, along, off, task=ground_truth_rewards > 0, keep=~autoreset
-            )  # what CLIP pays for, in TensorBoard
+            )  # what CLIP pays for
             reward_window.write_if_due(global_step)
         else:
             rewards = ground_truth_rewards

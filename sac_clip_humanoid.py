@@ -236,15 +236,10 @@ if __name__ == "__main__":
     if args.reward == "clip":
         with run_utils.exit_on_bad_input():
             reward_model = clip_reward.load_reward_model(
-                args.clip_model,
-                target_prompts=args.prompt,
-                baseline_prompts=args.baseline_prompt,
-                alpha=args.alpha,
-                checkpoint=args.clip_checkpoint,
-                device=device,
-                batch_size=args.reward_batch_size,
+                args.clip_model, target_prompts=args.prompt, baseline_prompts=args.baseline_prompt, alpha=args.alpha,
+                checkpoint=args.clip_checkpoint, device=device, batch_size=args.reward_batch_size,
                 precision=args.clip_precision,
-            )
+            )  # fmt: skip
     # ==============================================================================================================
 
     run_name, writer = run_utils.open_run(args, device, checkpoint, reward_model)  # made once nothing can fail
@@ -254,10 +249,8 @@ if __name__ == "__main__":
     scene = dict(episode_length=args.episode_length, textures=textures, render_size=args.render_size)  # what CLIP sees
     scene.update(camera=args.camera, follow=args.camera_follow, quality=args.render_quality, task=args.task)
     with run_utils.exit_on_bad_input():
-        envs = run_utils.vector_env(
-            [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, render, **scene) for i in local_envs],
-            args.async_envs,
-        )
+        env_fns = [make_env(args.env_id, args.seed + i, i, args.capture_video, run_name, render, **scene) for i in local_envs]
+        envs = run_utils.vector_env(env_fns, args.async_envs)
     assert isinstance(envs.single_action_space, gym.spaces.Box), "only continuous action space is supported"
 
     actor = Actor(envs, args.hidden_sizes).to(device)
@@ -321,9 +314,7 @@ if __name__ == "__main__":
             rewards, along, off = reward_model.score(frames)
             rewards = rewards.cpu().numpy()
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
-            reward_window.add(
-                frames, rewards, along, off, task=infos[args.task], keep=~autoreset
-            )  # what CLIP pays for, in TensorBoard
+            reward_window.add(frames, rewards, along, off, task=infos[args.task], keep=~autoreset)  # what CLIP pays for
             reward_window.write_if_due(global_step)
         else:
             rewards = ground_truth_rewards
