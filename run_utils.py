@@ -434,22 +434,33 @@ class RewardWindow:
         return np.concatenate(tiles, axis=1)
 
 
-_uploaded_videos = set()
+_uploaded_videos = {}  # path -> modification time of the file when it was uploaded
 
 
 def upload_videos(run_name, writer=None, global_step=0):
-    """The episode videos recorded since the last call (--capture-video), from rank 0: into TensorBoard as
+    """The episode videos written since the last call (--capture-video), from rank 0: into TensorBoard as
     videos/episode (an animated GIF, which the images tab plays) and, with --track, to wandb."""
     if _rank() != 0:
         return
-    for video in sorted(set(glob.glob(f"videos/{run_name}/*.mp4")) - _uploaded_videos):
-        _uploaded_videos.add(video)
+    for video in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+        modified = os.stat(video).st_mtime_ns
+        if _uploaded_videos.get(video) == modified:
+            continue
+        _uploaded_videos[video] = modified
         if writer is not None and not isinstance(writer, NoWriter):
             writer._get_file_writer().add_summary(video_summary("videos/episode", video), global_step)
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
             import wandb
 
             wandb.log({"videos": wandb.Video(video)})
+
+
+def skip_videos_on_disk(run_name):
+    """On resume: a video already in videos/ was uploaded before the checkpoint (its TensorBoard event is kept) or
+    after it (that event is purged, and the resumed run records its episode again, into the same file): upload none of
+    them until it is written anew."""
+    for video in glob.glob(f"videos/{run_name}/*.mp4"):
+        _uploaded_videos[video] = os.stat(video).st_mtime_ns
 
 
 def video_summary(tag, path):
@@ -758,6 +769,7 @@ class Checkpoints:
             loop["updates_start"] = checkpoint["global_step"] + self.args.learning_starts
             print(f"no replay buffer was saved (--checkpoint-buffer): refilling it until step {loop['updates_start']}")
         _set_random_state(rank_state["rng"], self.device)
+        skip_videos_on_disk(self.run_name)
         return loop
 
 

@@ -4,6 +4,8 @@ test_torchrun.py.)"""
 
 import errno
 import io
+import os
+import pathlib
 import signal
 from types import SimpleNamespace
 
@@ -126,6 +128,54 @@ def test_a_failed_checkpoint_write_says_what_is_kept_and_fails_the_run_at_its_en
         checkpoints.save(250, 250, obs=None)
     assert exit_info.value.code == 1
     assert "the latest checkpoint is runs/RUN/checkpoints/step_000000200.pt" in capsys.readouterr().err
+
+
+class SummaryRecorder:
+    """A SummaryWriter's file writer that keeps each summary it is given, with its step."""
+
+    def __init__(self):
+        self.added = []
+
+    def _get_file_writer(self):
+        return self
+
+    def add_summary(self, summary, global_step):
+        self.added.append((summary, global_step))
+
+
+def test_a_resumed_run_uploads_only_the_videos_it_writes(checkpoints, monkeypatch):
+    """Each episode video reaches TensorBoard once; after --resume (a new process), the videos already on disk do not
+    come again, and a file the resumed run writes anew (an episode after the checkpoint, recorded again) does."""
+    monkeypatch.setattr(run_utils, "video_summary", lambda tag, path: (tag, os.path.basename(path)))
+    monkeypatch.setattr(run_utils, "_uploaded_videos", {})
+    videos = pathlib.Path("videos/RUN")
+    videos.mkdir(parents=True)
+    writer = SummaryRecorder()
+
+    def write(name, nanoseconds):
+        (videos / name).write_bytes(b"mp4")
+        os.utime(videos / name, ns=(nanoseconds, nanoseconds))
+
+    write("rl-video-episode-0.mp4", 10**18)
+    run_utils.upload_videos("RUN", writer, 50)
+    run_utils.upload_videos("RUN", writer, 60)
+    checkpoints.due(100, False, np.zeros(1, dtype=bool))
+    checkpoints.save(100, 100, obs=None)
+    write("rl-video-episode-1.mp4", 2 * 10**18)  # after the checkpoint, then the run is preempted
+    run_utils.upload_videos("RUN", writer, 120)
+    assert writer.added == [(("videos/episode", "rl-video-episode-0.mp4"), 50),
+                            (("videos/episode", "rl-video-episode-1.mp4"), 120)]
+
+    monkeypatch.setattr(run_utils, "_uploaded_videos", {})  # the resumed process
+    checkpoints.restore(torch.load("runs/RUN/checkpoints/step_000000100.pt", weights_only=False))
+    writer.added.clear()
+    run_utils.upload_videos("RUN", writer, 101)
+    assert writer.added == []
+    write("rl-video-episode-1.mp4", 3 * 10**18)  # its episode recorded again
+    write("rl-video-episode-8.mp4", 3 * 10**18)
+    run_utils.upload_videos("RUN", writer, 130)
+    assert writer.added == [(("videos/episode", "rl-video-episode-1.mp4"), 130),
+                            (("videos/episode", "rl-video-episode-8.mp4"), 130)]
 
 
 def test_a_failed_model_write_is_one_line_and_a_non_zero_exit(tmp_path, monkeypatch):
