@@ -31,6 +31,8 @@ import tempfile
 import warnings
 import zlib
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Callable
 
 # pygame draws CartPole and MountainCar off screen: no window or sound device (and no "XDG_RUNTIME_DIR" complaint),
 # and SDL must leave SIGTERM/SIGINT to the training scripts, which checkpoint on them (SDL would swallow SIGTERM).
@@ -72,6 +74,92 @@ PROMPTS = {
 
 class SceneError(ValueError):
     """A scene cannot be built as asked (missing or unreadable textures, bad camera); one line, says what to fix."""
+
+
+# --------------------------------------------------------------------------------------
+# Any gymnasium env: its own episodes and frames, and goals that can be checked on its observation
+# --------------------------------------------------------------------------------------
+
+PENDULUM_UPRIGHT = 0.3  # rad: "pointing straight up" within this angle (Pendulum-v1's observation is cos, sin, velocity)
+
+
+@dataclass(frozen=True)
+class EnvTask:
+    """A goal for an env of gymnasium's registry whose success can be read off each observation, so a run learning it
+    reports success as the paper defined it (the goal holds on at least half of the episode's steps)."""
+
+    env_id: str
+    prompt: str
+    baseline_prompt: str
+    goal: str  # the rule `holds` checks, in words
+    holds: Callable[[np.ndarray], np.ndarray]  # observations (N, ...) -> (N,) bool
+
+
+ENV_TASKS = {
+    "pendulum-upright": EnvTask("Pendulum-v1", "a pendulum pointing straight up", "a pendulum",
+                                f"within {PENDULUM_UPRIGHT} rad of upright",
+                                lambda obs: obs[..., 0] >= np.cos(PENDULUM_UPRIGHT)),
+    "pendulum-down": EnvTask("Pendulum-v1", "a pendulum hanging straight down", "a pendulum",
+                             f"within {PENDULUM_UPRIGHT} rad of straight down",
+                             lambda obs: obs[..., 0] <= -np.cos(PENDULUM_UPRIGHT)),
+}  # fmt: skip
+
+
+def check_env_id(env_id):
+    """Raise SceneError unless gymnasium's registry knows env_id (after importing the module of a "module:Env-v0" id);
+    the error names the closest registered ids."""
+    import difflib
+
+    try:
+        gym.spec(env_id)
+    except (gym.error.Error, ModuleNotFoundError, ImportError) as error:
+        name = env_id.split(":")[-1]
+        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f" ({str(error).splitlines()[0]})"
+        raise SceneError(f"--env-id {env_id} is not a registered gymnasium env{hint}") from None
+
+
+def _describe_env(env_id, render_size):
+    """In a process of its own (check_env): the env's action space and first frame, or what is wrong with them."""
+    env = gym.make(env_id, render_mode="rgb_array")
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        return f"{env_id} has a discrete action space ({env.action_space}): SAC needs a continuous one (discrete actions: the DQN of dqn_clip_cartpole.py)"
+    if not isinstance(env.action_space, gym.spaces.Box):
+        return f"{env_id} has the action space {env.action_space}: SAC needs a continuous one (gymnasium.spaces.Box)"
+    if "rgb_array" not in env.metadata.get("render_modes", []):
+        return f"{env_id} cannot render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}), which CLIP needs"
+    env.reset(seed=0)
+    frame = env.render()
+    env.close()
+    if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
+        what = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        return f"{env_id} renders {what} frames; CLIP needs uint8 RGB frames (height, width, 3)"
+    if render_size is not None and render_size > min(frame.shape[:2]):
+        return f"--render-size {render_size} is larger than {env_id}'s {frame.shape[0]}x{frame.shape[1]} frames: at most {min(frame.shape[:2])}"
+    return list(frame.shape)
+
+
+def check_env(env_id, render_size=None):
+    """The (height, width, 3) of env_id's rgb_array frames, or SceneError saying in one line why SAC and CLIP cannot
+    use it: an unknown id, a discrete action space, no rgb_array render, frames that are not uint8 RGB, a --render-size
+    beyond its frames. The env is made and rendered in a process of its own: a GL context made in this process would hang
+    a vector env's forked workers."""
+    import json
+
+    use_headless_mujoco_gl()
+    check_env_id(env_id)
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import clip_envs; "
+            "print(json.dumps(clip_envs._describe_env(sys.argv[2], json.loads(sys.argv[3]))))")  # fmt: skip
+    folder = os.path.dirname(os.path.abspath(__file__))
+    command = [sys.executable, "-c", code, folder, env_id, json.dumps(render_size)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=folder))
+    if result.returncode != 0:
+        cause = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SceneError(f"--env-id {env_id} cannot be made and rendered ({cause})")
+    described = json.loads(result.stdout.strip().splitlines()[-1])
+    if isinstance(described, str):
+        raise SceneError(described)
+    return tuple(described)
 
 
 def scene_textures(names, textures_dir=None, textured=True):
@@ -577,13 +665,13 @@ class RecordVideo(gym.wrappers.RecordVideo):
 
 class FrameInInfo(gym.Wrapper):
     """The outermost wrapper of a training env. With `render`, it renders once after every reset and step and hands the
-    frame out with the step as info["frame"]: a vector env's workers render in parallel and the frames come back with
+    frame out with the step as info["frame"] (resized whole to size x size where the env runs, with a `size`): a vector env's workers render in parallel and the frames come back with
     the step, stacked (num_envs, H, W, 3), with no second round trip; render() returns that same frame (for videos).
     Its `checkpoint_state` and `load_checkpoint_state` reach every env of a vector env through `call`, worker or not."""
 
-    def __init__(self, env, render=True):
+    def __init__(self, env, render=True, size=None):
         super().__init__(env)
-        self.rendering, self.frame, self.state_to_load = render, None, None
+        self.rendering, self.size, self.frame, self.state_to_load = render, size, None, None
         if multiprocessing.parent_process() is not None:
             # In a vector env's worker: Ctrl-C and a scheduler's SIGTERM reach the whole process group, but only the
             # training process may act on them (it checkpoints and closes the workers).
@@ -602,6 +690,8 @@ class FrameInInfo(gym.Wrapper):
         if not self.rendering:
             return info
         self.frame = self.env.render()
+        if self.size is not None:  # fewer bytes cross to the trainer
+            self.frame = square_frame(self.frame, self.size)
         return {**info, "frame": self.frame}
 
     def render(self):
@@ -614,6 +704,13 @@ class FrameInInfo(gym.Wrapper):
         """Load the state put in `state_to_load` (vector envs: `set_attr("state_to_load", states)`, then `call`)."""
         state, self.state_to_load = self.state_to_load, None
         load_env_state(self, state)
+
+
+def square_frame(frame, size):
+    """The whole frame (H, W, 3) uint8 resized (bicubic) to size x size, as CLIP's preprocessing resizes it."""
+    if frame.shape[:2] == (size, size):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
 
 
 def env_state(env):

@@ -279,7 +279,7 @@ def check_args(args, rules, world_size=1):
                  "use fewer envs or --no-async-envs")  # fmt: skip
     if _rank() > 0:  # every process checks the same input: warnings come from rank 0 alone
         return
-    if args.episode_length > args.total_timesteps // args.num_envs:
+    if getattr(args, "episode_length", 0) > args.total_timesteps // args.num_envs:  # (sac_clip_continuous_action.py: the env's)
         print(f"warning: --episode-length {args.episode_length} is longer than each env's {args.total_timesteps // args.num_envs} "
               "steps: no episode ends, so nothing is logged per episode", file=sys.stderr)  # fmt: skip
     if workers > 8 * (os.cpu_count() or 1):
@@ -371,12 +371,13 @@ class RewardWindow:
         self._start_window()
 
     def _start_window(self):
-        self.rewards, self.along, self.off = [], [], []
+        self.rewards, self.along, self.off, self.env_rewards = [], [], [], []
         self.highest, self.lowest = [], []  # (reward, order seen, frame, task) each, best first
 
-    def add(self, frames, rewards, along, off, task=None, keep=None):
+    def add(self, frames, rewards, along, off, task=None, keep=None, env_rewards=None):
         """One vector step: frames (N, H, W, 3) uint8, their rewards and direction components (N,), the task predicate
-        per frame (N,) bool or None; `keep` (N,) bool leaves out the frames that are not transitions (an autoreset)."""
+        per frame (N,) bool or None; `keep` (N,) bool leaves out the frames that are not transitions (an autoreset);
+        `env_rewards` (N,), the env's own reward of the same steps, for their correlation with CLIP's."""
         if not self.frequency:
             return
         rewards, along, off = (np.asarray(torch.as_tensor(x).float().cpu()) for x in (rewards, along, off))
@@ -391,6 +392,8 @@ class RewardWindow:
                     del kept[self.k :]
         self.along.extend(along[keep].tolist())
         self.off.extend(off[keep].tolist())
+        if env_rewards is not None:
+            self.env_rewards.extend(np.asarray(env_rewards, dtype=float)[keep].tolist())
 
     def write_if_due(self, global_step):
         """Write the window once `frequency` env steps have passed since the last write."""
@@ -405,13 +408,18 @@ class RewardWindow:
             for tag, kept in (("images/highest_clip_reward", self.highest), ("images/lowest_clip_reward", self.lowest)):
                 self.writer.add_image(tag, self.grid(kept), global_step, dataformats="HWC")
             self.writer.add_histogram("rewards/clip_reward", np.array(self.rewards), global_step)
-            self.writer.add_scalar("rewards/along_goal_direction", float(np.mean(self.along)), global_step)
-            self.writer.add_scalar("rewards/off_direction", float(np.mean(self.off)), global_step)
+            if np.isfinite(self.along).all():  # without a baseline prompt there is no direction
+                self.writer.add_scalar("rewards/along_goal_direction", float(np.mean(self.along)), global_step)
+                self.writer.add_scalar("rewards/off_direction", float(np.mean(self.off)), global_step)
+            correlation = clip_vs_env_correlation(self.rewards, self.env_rewards)
+            if correlation is not None:
+                self.writer.add_scalar("rewards/clip_vs_env_correlation", correlation, global_step)
         self._start_window()
 
     def state_dict(self):
         """The window so far, for a checkpoint: a resumed run writes the window an uninterrupted run would."""
-        return {name: getattr(self, name) for name in ("next_write", "rewards", "along", "off", "highest", "lowest")}
+        names = ("next_write", "rewards", "along", "off", "env_rewards", "highest", "lowest")
+        return {name: getattr(self, name) for name in names}
 
     def load_state_dict(self, state):
         for name, value in state.items():
@@ -432,6 +440,29 @@ class RewardWindow:
             ImageDraw.Draw(tile).text((3, 2), label, fill="black")
             tiles.append(np.asarray(tile))
         return np.concatenate(tiles, axis=1)
+
+
+def clip_vs_env_correlation(clip_rewards, env_rewards):
+    """Pearson correlation of the per-step CLIP and env rewards of the same steps; None where it is undefined (no env
+    rewards, fewer than 2 steps, or either reward constant)."""
+    if len(env_rewards) != len(clip_rewards) or len(clip_rewards) < 2:
+        return None
+    clip_rewards, env_rewards = np.asarray(clip_rewards, dtype=float), np.asarray(env_rewards, dtype=float)
+    if np.ptp(clip_rewards) == 0 or np.ptp(env_rewards) == 0:
+        return None
+    return float(np.corrcoef(clip_rewards, env_rewards)[0, 1])
+
+
+def say_how_success_is_judged(args, rule):
+    """One line before the run: the automatic success rule of its task, or, for a prompt without one, that the run
+    reports no success and how a person rates it instead."""
+    if _rank() > 0:
+        return
+    if rule is not None:
+        print(f"success: {rule} (the paper's rule), logged as charts/success")
+    else:
+        print("success: none is computed for this prompt (no --task names a goal to check); run with --capture-video "
+              "and rate the episodes (docs/your_own_environment.md#judging-a-run)")
 
 
 _uploaded_videos = {}  # path -> modification time of the file when it was uploaded

@@ -122,6 +122,9 @@ class Args:
     """SAC's entropy regularization coefficient (called alpha in the SAC paper; here alpha is the CLIP regularisation)"""
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
+    center_rewards: bool = False
+    """subtract each batch's mean reward in the critic's target: episodes end only by the time limit, so the best
+    policy stays the same while Q values stay near 0 instead of ~reward/(1-gamma) (docs/sac_clip_humanoid.md#results)"""
     hidden_sizes: tuple[int, int] = (256, 256)
     """units in the two hidden layers of the actor and the Q networks (the paper's 256 256)"""
 
@@ -363,9 +366,8 @@ if __name__ == "__main__":
                     qf1_next_target = qf1_target(data.next_observations, next_state_actions)
                     qf2_next_target = qf2_target(data.next_observations, next_state_actions)
                     min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - ent_coef * next_state_log_pi
-                    next_q_value = data.rewards.flatten() + (1 - data.dones.flatten()) * args.gamma * min_qf_next_target.view(
-                        -1
-                    )
+                    batch_rewards = data.rewards.flatten() - (data.rewards.mean() if args.center_rewards else 0.0)
+                    next_q_value = batch_rewards + (1 - data.dones.flatten()) * args.gamma * min_qf_next_target.view(-1)
 
                 qf1_a_values = qf1(data.observations, data.actions).view(-1)
                 qf2_a_values = qf2(data.observations, data.actions).view(-1)

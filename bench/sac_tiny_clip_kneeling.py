@@ -62,6 +62,8 @@ class Args:
     """random actions until this step, then SAC's"""
     gradient_steps: int = 2
     """SAC updates per vector step of --num-envs env steps"""
+    center_rewards: bool = False
+    """subtract each batch's mean reward in the critic's target (sac_clip_humanoid.py --center-rewards)"""
     ent_coef: Optional[float] = None
     """a fixed SAC entropy coefficient instead of the auto-tuned one (the paper's, the default)"""
     render_size: int = 128
@@ -148,6 +150,7 @@ def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
                    "--render-size", str(args.render_size), "--render-quality", "512", "0", "--seed", str(seed),
                    "--checkpoint-frequency", str(args.checkpoint_frequency),
                    *(["--prompt", args.prompt] if args.prompt else []),
+                   *(["--center-rewards"] if args.center_rewards else []),
                    *(["--no-autotune", "--ent-coef", str(args.ent_coef)] if args.ent_coef is not None else []),
                    *[str(item) for flag_value in FAST_SAC.items() for item in flag_value]]  # fmt: skip
         train_in(workdir, command, min(args.parallel, len(args.seeds)))
@@ -225,7 +228,7 @@ if __name__ == "__main__":
         "ground-truth score"
         if args.reward == "ground-truth"
         else f"tiny CLIP at {args.render_size} px" + (f": {prompt!r}" if args.prompt else "")
-    )
+    ) + (", centred rewards" if args.center_rewards else "")
     os.makedirs(args.output_dir, exist_ok=True)
     clip_envs.use_headless_mujoco_gl()
     random_rate = random_policy_success_rate(args.eval_episodes)
