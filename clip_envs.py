@@ -109,10 +109,14 @@ def check_env_id(env_id):
     """Raise SceneError unless gymnasium's registry knows env_id (after importing the module of a "module:Env-v0" id);
     the error names the closest registered ids."""
     import difflib
+    import importlib
 
     try:
-        gym.spec(env_id)
-    except (gym.error.Error, ModuleNotFoundError, ImportError) as error:
+        module, _, name = env_id.rpartition(":")
+        if module:  # as gym.make does: the module registers its envs when imported
+            importlib.import_module(module)
+        gym.spec(name)
+    except (gym.error.Error, ImportError) as error:
         name = env_id.split(":")[-1]
         close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else f" ({str(error).splitlines()[0]})"
@@ -152,7 +156,7 @@ def check_env(env_id, render_size=None):
             "print(json.dumps(clip_envs._describe_env(sys.argv[2], json.loads(sys.argv[3]))))")  # fmt: skip
     folder = os.path.dirname(os.path.abspath(__file__))
     command = [sys.executable, "-c", code, folder, env_id, json.dumps(render_size)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=folder))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (folder, os.environ.get("PYTHONPATH"))))))
     if result.returncode != 0:
         cause = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise SceneError(f"--env-id {env_id} cannot be made and rendered ({cause})")

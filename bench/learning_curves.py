@@ -39,7 +39,9 @@ def save_curve(output_dir, label, seed, steps, columns, random_policy):
 
 
 def check_seeds(seeds, parallel):
-    """Exit with a one-line error unless --seeds are distinct and --parallel is at least 1."""
+    """Exit with a one-line error unless --seeds are one or more distinct seeds and --parallel is at least 1."""
+    if not seeds:
+        raise SystemExit("error: --seeds needs at least one seed, e.g. --seeds 1 2 3")
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"error: --seeds must be distinct, got {' '.join(map(str, seeds))}")
     if parallel < 1:

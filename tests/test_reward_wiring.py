@@ -32,12 +32,23 @@ RUNS = {
     "sac_clip_humanoid.py": ["--total-timesteps", 120, "--num-envs", 2, "--episode-length", 25, "--learning-starts", 60,
                              "--train-frequency", 5, "--gradient-steps", 40, "--batch-size", 16, "--buffer-size", 1000,
                              "--render-size", 96, "--render-quality", 512, 0],
+    # any gymnasium env: episodes end as the env ends them (Pendulum's time limit; InvertedPendulum's terminations)
+    "sac_clip_continuous_action.py Pendulum-v1": ["--env-id", "Pendulum-v1", "--prompt", "a pendulum pointing straight up",
+                                                  "--total-timesteps", 440, "--num-envs", 2, "--learning-starts", 100,
+                                                  "--batch-size", 16, "--buffer-size", 1000, "--gradient-steps", 2],
+    "sac_clip_continuous_action.py InvertedPendulum-v5": ["--env-id", "InvertedPendulum-v5", "--prompt", "a pole upright",
+                                                          "--total-timesteps", 120, "--num-envs", 2, "--learning-starts", 60,
+                                                          "--batch-size", 16, "--buffer-size", 1000, "--gradient-steps", 2],
 }  # fmt: skip
+
+
+def script_of(run):
+    return run.split()[0]
 
 
 def run_with_spies(script, args, cwd, monkeypatch):
     """Run a training script in this process; returns its globals and what the spies saw."""
-    seen = SimpleNamespace(shown=[], next_obs=[], ended=[], scored=[], rewards=[])
+    seen = SimpleNamespace(shown=[], next_obs=[], ended=[], terminated=[], scored=[], rewards=[])
     real_step, real_score = gym.vector.SyncVectorEnv.step, clip_reward.CLIPReward.score
 
     def step(self, actions):
@@ -46,6 +57,7 @@ def run_with_spies(script, args, cwd, monkeypatch):
         seen.shown.append(np.stack([env.env.render() for env in self.envs]))
         seen.next_obs.append(next_obs.copy())
         seen.ended.append(terminations | truncations)
+        seen.terminated.append(terminations.copy())
         return next_obs, rewards, terminations, truncations, infos
 
     def score(self, frames):
@@ -61,9 +73,10 @@ def run_with_spies(script, args, cwd, monkeypatch):
     return runpy.run_path(os.path.join(REPO_ROOT, script), run_name="__main__"), seen
 
 
-@pytest.mark.parametrize("script", RUNS)
-def test_each_transition_stores_the_clip_reward_of_the_frame_after_its_action(script, tiny_clip_spec, tmp_path, monkeypatch):
-    script_globals, seen = run_with_spies(script, ["--clip-model", tiny_clip_spec, *RUNS[script]], tmp_path, monkeypatch)
+@pytest.mark.parametrize("run", RUNS)
+def test_each_transition_stores_the_clip_reward_of_the_frame_after_its_action(run, tiny_clip_spec, tmp_path, monkeypatch):
+    script = script_of(run)
+    script_globals, seen = run_with_spies(script, ["--clip-model", tiny_clip_spec, *RUNS[run]], tmp_path, monkeypatch)
     num_envs = script_globals["args"].num_envs
     num_steps = script_globals["args"].total_timesteps // num_envs
 
@@ -87,19 +100,21 @@ def test_each_transition_stores_the_clip_reward_of_the_frame_after_its_action(sc
     resets = sum(ended.sum() for ended in seen.ended[:-1])
     assert rb.pos == num_steps * num_envs - resets and resets > 0
     assert len(set(rb.rewards[: rb.pos].tolist())) > rb.pos // 2  # CLIP rewards, not an env's constant per-step reward
+    if "InvertedPendulum" in run:  # the env's own terminations end episodes: stored as terminal, with their own frame
+        assert rb.dones[: rb.pos].sum() == sum(info_ended.sum() for info_ended in seen.terminated[:-1]) > 0
     if script == "sac_clip_humanoid.py":  # --render-quality reaches the envs CLIP sees
         quality = script_globals["envs"].envs[0].unwrapped.model.vis.quality
         assert (quality.shadowsize, quality.offsamples) == (512, 0)
 
 
-@pytest.mark.parametrize("script", RUNS)
-def test_same_seed_gives_the_same_run(script, tiny_clip_spec, tmp_path):
+@pytest.mark.parametrize("run", [run for run in RUNS if "InvertedPendulum" not in run])
+def test_same_seed_gives_the_same_run(run, tiny_clip_spec, tmp_path):
     """CleanRL's --torch-deterministic promise on a CPU: two runs log the same rewards and losses and save the same networks."""
     logged, saved = [], []
-    for run in ("first", "second"):
-        cwd = tmp_path / run
+    for attempt in ("first", "second"):
+        cwd = tmp_path / attempt
         cwd.mkdir()
-        result = run_script(script, ["--clip-model", tiny_clip_spec, *RUNS[script], "--save-model", "--seed", 7], cwd)
+        result = run_script(script_of(run), ["--clip-model", tiny_clip_spec, *RUNS[run], "--save-model", "--seed", 7], cwd)
         assert result.returncode == 0, result.stderr
         scalars, _, run_dir = read_scalars(cwd)
         logged.append({tag: values for tag, values in scalars.items() if tag != "charts/SPS"})
