@@ -438,6 +438,11 @@ class HumanoidCamera(gym.Wrapper):
         self.renderer.update_scene(data, camera=self.camera)
         return self.renderer.render()
 
+    def render_settings(self):
+        """(frame size, shadow map size, multisamples) this env renders with: what a benchmark asked for must show here."""
+        quality = self.env.unwrapped.model.vis.quality
+        return self.render_size, int(quality.shadowsize), int(quality.offsamples)
+
     def close(self):
         if self.renderer is not None:
             self.renderer.close()

@@ -1,7 +1,9 @@
 """Benchmark: end-to-end env steps/s of each training script, the time per stage, and its efficiency against CLIP.
 
 Each script runs in this process (runpy) as a user would run it, with a random-weight CLIP (nothing downloaded) and
-`--num-envs` envs (stepped and rendered in worker processes), and spies that only read clocks: on the vector env's
+`--num-envs` envs (stepped and rendered in worker processes), its settings given as its own flags (the humanoid's
+`--render-size` and `--render-quality`, checked against what the env workers report they render), and spies that only
+read clocks: on the vector env's
 step (env step + render, in the workers), on the reward model (resize, encode, project) and on the loop. After
 `--warmup` vector steps, `--steps` more are timed. Updates keep each script's update ratio (gradient steps per vector
 step) but run every 10 vector steps, so that a short measurement holds several training phases.
@@ -16,7 +18,6 @@ same model, device, precision, threads and batch (--num-envs frames): 1.0 means 
 """
 
 import dataclasses
-import functools
 import json
 import os
 import runpy
@@ -94,6 +95,8 @@ def measure(script, args, clip_folder):
 
     def timed_step(kind):
         def step(self, actions):
+            if not clock["steps"] and "humanoid" in script:  # before the clock starts: what the env workers render with
+                clock["worker_render"] = list(self.call("render_settings"))
             start = time.perf_counter()
             result = real_steps[kind](self, actions)
             clock["env"].append(time.perf_counter() - start)
@@ -141,11 +144,11 @@ def measure(script, args, clip_folder):
         argv.append("--no-cuda")
     if args.image_cost:  # two writes inside the timed steps, so that one write's time is measured
         argv += ["--image-frequency", str(args.steps * args.num_envs // 2)]
-    if "humanoid" in script:
+    if "humanoid" in script:  # through the script's own flags, as a user would ask for them
         argv += ["--render-size", str(args.humanoid_render[0])]
-    saved_argv, cwd, real_make_humanoid = sys.argv, os.getcwd(), clip_envs.make_humanoid
-    # the script's humanoid envs are made with this quality (its env workers fork from this process)
-    clip_envs.make_humanoid = functools.partial(real_make_humanoid, quality=humanoid_quality(args.humanoid_render))
+        if humanoid_quality(args.humanoid_render) is not None:
+            argv += ["--render-quality", *map(str, args.humanoid_render[1:])]
+    saved_argv, cwd = sys.argv, os.getcwd()
     for kind in real_steps:
         kind.step = timed_step(kind)
     clip_reward.CLIPReward.score = score
@@ -164,8 +167,15 @@ def measure(script, args, clip_folder):
         clip_reward.CLIPReward.score = real_score
         for name, method in real_window.items():
             setattr(run_utils.RewardWindow, name, method)
-        clip_envs.make_humanoid = real_make_humanoid
     return clock, script_globals
+
+
+def check_workers_render(clock, args):
+    """Exit with one line unless every env worker renders with --humanoid-render and there are --num-envs of them."""
+    asked = [tuple(args.humanoid_render)] * args.num_envs
+    if [tuple(settings) for settings in clock["worker_render"]] != asked:
+        sys.exit(f"error: asked {args.num_envs} envs rendering (size, shadow map, multisamples) {asked[0]}; the env workers "
+                 f"render {clock['worker_render']}: the measurement would name another setting")  # fmt: skip
 
 
 def bare_clip_fps(reward_model, batch, repeats=5):
@@ -225,6 +235,8 @@ if __name__ == "__main__":
     efficiencies = []
     for script in args.scripts:
         clock, script_globals = measure(script, args, clip_folder)
+        if "humanoid" in script:
+            check_workers_render(clock, args)
         # The clock runs from the end of env step warmup-1 to the end of env step warmup+steps-1: it holds the env
         # steps warmup..warmup+steps-1 and the rewards (and updates) that follow steps warmup-1..warmup+steps-2.
         timed = slice(args.warmup, args.warmup + args.steps)
@@ -243,6 +255,8 @@ if __name__ == "__main__":
             f"reward {clip_time * 1000:5.0f}, update and rest {(per_step - env_time - clip_time) * 1000:5.0f} "
             f"| one env, one frame: step {step_cost * 1000:.1f} ms, render {render_cost * 1000:.1f} ms{memory}"
         )
+        if "humanoid" in script:
+            print(f"{'':>24}  the {args.num_envs} env workers render {size} px, shadow map {shadow}, multisamples {multisamples}")
         if args.image_cost:
             default = {field.name: field.default for field in dataclasses.fields(script_globals["Args"])}["image_frequency"]
             add_time, write_time = np.mean(clock["window_add"][timed]), np.median(clock["window_write"])

@@ -29,6 +29,10 @@ RUNS = {
                              "--learning-starts", 60, "--batch-size", 32, "--train-frequency", 3, "--gradient-steps", 10,
                              "--hidden-sizes", 32, 32, "--buffer-size", 1000, "--checkpoint-frequency", 60,
                              "--image-frequency", 50],
+    "sac_clip_continuous_action.py": ["--clip-model", f"local-dir:{REPO_ROOT}/assets/tiny-pendulum-clip-for-tests",
+                                      "--task", "pendulum-upright", "--render-size", 64, "--total-timesteps", 900,
+                                      "--num-envs", 2, "--learning-starts", 200, "--batch-size", 32, "--gradient-steps", 2,
+                                      "--buffer-size", 2000, "--checkpoint-frequency", 300, "--image-frequency", 200],
 }
 
 
@@ -42,7 +46,8 @@ def checkpoint_steps(cwd):
 
 
 @pytest.mark.parametrize("script, stop", [("dqn_clip_cartpole.py", signal.SIGTERM), ("sac_clip_mountaincar.py", signal.SIGINT),
-                                          ("sac_clip_humanoid.py", signal.SIGTERM)])
+                                          ("sac_clip_humanoid.py", signal.SIGTERM),
+                                          ("sac_clip_continuous_action.py", signal.SIGTERM)])
 def test_a_run_stopped_by_a_signal_resumes_to_the_same_logs(script, stop, tiny_clip_spec, tmp_path):
     """SIGTERM/SIGINT mid-run: a checkpoint at the current step, exit 128+signal with one line; --resume then logs
     exactly what a run that was never interrupted logs (rewards, returns, losses, success), buffer checkpointed."""

@@ -130,13 +130,14 @@ def test_a_run_resumes_only_with_as_many_processes(two_process_run, monkeypatch)
     assert "the run had 2 processes; resume it with as many" in message
 
 
-@pytest.mark.parametrize("script", ["dqn_clip_cartpole.py", "sac_clip_mountaincar.py", "sac_clip_humanoid.py"])
+@pytest.mark.parametrize("script", ["dqn_clip_cartpole.py", "sac_clip_mountaincar.py", "sac_clip_humanoid.py",
+                                    "sac_clip_continuous_action.py"])  # fmt: skip
 def test_envs_and_batch_must_divide_among_the_processes(script, tiny_clip_spec, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check comes before any process group
-    message = exit_message(script, ["--clip-model", tiny_clip_spec, "--num-envs", 3], tmp_path, monkeypatch)
+    given = ["--clip-model", tiny_clip_spec, *(["--prompt", "a pole upright"] if "continuous" in script else [])]
+    message = exit_message(script, [*given, "--num-envs", 3], tmp_path, monkeypatch)
     assert "--num-envs must be a multiple of the 2 processes, got 3" in message
-    message = exit_message(script, ["--clip-model", tiny_clip_spec, "--num-envs", 4, "--batch-size", 33], tmp_path,
-                           monkeypatch)
+    message = exit_message(script, [*given, "--num-envs", 4, "--batch-size", 33], tmp_path, monkeypatch)
     assert "--batch-size must be a multiple of the 2 processes, got 33" in message
 
 
@@ -180,6 +181,21 @@ def test_a_two_process_humanoid_run(tiny_clip_spec, tmp_path):
     checkpoint = torch.load(f"{run_dir}/checkpoints/step_000000160.pt", weights_only=False)
     assert [len(state["envs"]) for state in checkpoint["ranks"]] == [2, 2]
     assert [len(state["episode_sums"]["kneeling"]) for state in checkpoint["ranks"]] == [2, 2]
+
+
+def test_a_two_process_run_on_any_env(tiny_clip_spec, tmp_path):
+    """sac_clip_continuous_action.py on InvertedPendulum (episodes of its own length, ended by terminations) over two
+    processes: it completes, rank 0 logs its own envs' episodes, and the checkpoint holds both processes' envs."""
+    args = ["--clip-model", tiny_clip_spec, "--env-id", "InvertedPendulum-v5", "--prompt", "a pole balanced upright",
+            "--render-size", 48, "--total-timesteps", 160, "--num-envs", 4, "--learning-starts", 60, "--batch-size", 16,
+            "--gradient-steps", 8, "--buffer-size", 1000]  # fmt: skip
+    result = run_script("sac_clip_continuous_action.py", args, tmp_path, processes=2)
+    assert result.returncode == 0, result.stderr
+    scalars, _, run_dir = read_scalars(tmp_path)
+    assert len(scalars["charts/episodic_return"]) > 2 and "losses/qf1_loss" in scalars
+    assert all(value == length - 1 for value, length in zip(scalars["charts/episodic_return"], scalars["charts/episodic_length"]))
+    checkpoint = torch.load(f"{run_dir}/checkpoints/step_000000160.pt", weights_only=False)
+    assert [len(state["envs"]) for state in checkpoint["ranks"]] == [2, 2]
 
 
 def test_a_checkpoint_without_per_process_state_is_refused_in_one_line(tmp_path, monkeypatch):
