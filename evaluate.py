@@ -83,17 +83,18 @@ def make_env(saved, env_family, render_size=None):
         saved["camera"],
         saved["camera_follow"],
         quality=saved.get("render_quality"),
-        task=saved["task"],  # its reward: the task's ground-truth score
+        task=saved.get("task"),  # its reward: the task's ground-truth score
     )
 
 
 def task_holds(env_family, saved, next_obs, ground_truth_rewards, infos):
-    """Per env, whether the task holds after this step: the pole upright, the car at the flag, the humanoid's pose."""
+    """Per env, whether the task holds after this step: the pole upright, the car at the flag, the humanoid's pose; None
+    for a humanoid run given a --prompt without a --task, which has no automatic success."""
     if env_family == "CartPole":
         return ground_truth_rewards > 0  # CartPoleOnTrack's reward: 1 while the pole is within 12 degrees of upright
     if env_family == "MountainCar":
         return next_obs[:, 0] >= clip_envs.GOAL_POSITION
-    return infos[saved["task"]] > 0
+    return infos[saved["task"]] > 0 if saved.get("task") else None
 
 
 if __name__ == "__main__":
@@ -128,6 +129,7 @@ if __name__ == "__main__":
     if env_family is None:
         sys.exit(f"error: {args.checkpoint}: a run on {saved['env_id']}, which evaluate.py does not know")
     script = __import__(SCRIPTS[env_family])  # for its network classes
+    judged = env_family != "Humanoid" or bool(saved.get("task"))  # a humanoid --prompt without --task has no predicate
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     step = checkpoint["global_step"]
@@ -183,14 +185,14 @@ if __name__ == "__main__":
             ground_truth_returns += ground_truth_rewards
             holds.append(task_holds(env_family, saved, obs, ground_truth_rewards, infos))
             videos.append(frames[: max(0, args.video_episodes - first)].copy())  # a copy frees the batch
-        task_fraction = np.mean(holds, axis=0)
+        task_fraction = np.mean(holds, axis=0) if holds[0] is not None else np.full(args.num_envs, np.nan)
         for i in range(min(args.num_envs, args.episodes - first)):
             rows.append(
                 {
                     "episode": first + i,
                     "seed": seeds[i],
-                    "success": int(task_fraction[i] >= 0.5),
-                    "task_fraction": task_fraction[i],
+                    "success": int(task_fraction[i] >= 0.5) if judged else "",
+                    "task_fraction": task_fraction[i] if judged else "",
                     "clip_return": clip_returns[i] if reward_model is not None else "",
                     "ground_truth_return": ground_truth_returns[i],
                 }
@@ -205,8 +207,10 @@ if __name__ == "__main__":
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    success_rate = np.mean([row["success"] for row in rows])
-    summary = f"success rate {success_rate:.2f}, mean task fraction {np.mean([row['task_fraction'] for row in rows]):.2f}"
+    summary = "no automatic success (a prompt without a task: rate the videos)"
+    if judged:
+        success_rate = np.mean([row["success"] for row in rows])
+        summary = f"success rate {success_rate:.2f}, mean task fraction {np.mean([row['task_fraction'] for row in rows]):.2f}"
     if reward_model is not None:
         summary += f", CLIP return {np.mean([row['clip_return'] for row in rows]):.2f}"
     summary += f", ground-truth return {np.mean([row['ground_truth_return'] for row in rows]):.2f}"

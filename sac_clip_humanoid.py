@@ -56,10 +56,12 @@ class Args:
     # CLIP reward (VLM-RM)
     reward: Literal["clip", "ground-truth"] = "clip"
     """what SAC learns from: the CLIP reward of the frame, or the task's ground-truth score of the state (no render)"""
-    task: Literal[tuple(clip_envs.HUMANOID_TASKS)] = "kneeling"
-    """one of the paper's eight tasks: sets the goal prompt (Table 3) and the success measure"""
+    task: Optional[Literal[tuple(clip_envs.HUMANOID_TASKS)]] = None
+    """one of the paper's eight tasks: sets the goal prompt (Table 3) and the automatic success (the pose's predicate);
+    default kneeling, unless --prompt is given: a new sentence has no automatic success (a person rates its videos)"""
     prompt: Optional[tuple[str, ...]] = None
-    """the goal prompt g, overriding the task's (several prompts are embedded, normalised and averaged)"""
+    """the goal prompt g, overriding the task's; with --task, a rewording of that task, judged by its predicate (several
+    prompts are embedded, normalised and averaged)"""
     baseline_prompt: tuple[str, ...] = (clip_envs.PROMPTS["humanoid"][1],)
     """the baseline prompt b describing the scene in general; only used when alpha > 0"""
     alpha: float = 0.0
@@ -135,6 +137,8 @@ ARG_RULES = {  # every argument and what it may be, checked before any work (run
     "render_quality": run_utils.RENDER_QUALITY,
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
+    "reward": run_utils.Rule(lambda value, args: value == "clip" or args.task or not args.prompt,
+                             "clip with a --prompt alone (the ground truth is a --task's score)"),
 }
 
 
@@ -219,7 +223,9 @@ if __name__ == "__main__":
     rank, world_size = run_utils.torchrun_rank()  # under torchrun, this process's share of the run (docs/multi_gpu.md)
     args, checkpoint = run_utils.resume(args)  # --resume: the run's own arguments, and its latest checkpoint
     run_utils.check_args(args, ARG_RULES, world_size)
+    args.task = args.task or (None if args.prompt else "kneeling")  # a new sentence has no predicate to judge it by
     args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
+    run_utils.say_how_success_is_judged(args, args.task and f"the {args.task} predicate holds on at least half of an episode's steps")
     with run_utils.exit_on_bad_input():  # a scene that cannot be built as asked: one line, no traceback
         clip_envs.check_camera(args.camera)
         clip_envs.check_mujoco_gl()  # draws a test frame in a process of its own
@@ -317,7 +323,8 @@ if __name__ == "__main__":
             rewards, along, off = reward_model.score(frames)
             rewards = rewards.cpu().numpy()
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
-            reward_window.add(frames, rewards, along, off, task=infos[args.task], keep=~autoreset)  # what CLIP pays for
+            task = infos[args.task] if args.task else None  # a new sentence's frames carry no task label
+            reward_window.add(frames, rewards, along, off, task=task, keep=~autoreset)  # what CLIP pays for
             reward_window.write_if_due(global_step)
         else:
             rewards = ground_truth_rewards
@@ -329,19 +336,21 @@ if __name__ == "__main__":
             episode_sums[name] += np.where(autoreset, 0.0, infos[name])
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
-                episodic_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]  # the task's ground-truth score
-                task_fraction, clip_return = episode_sums[args.task][i] / length, episode_sums["clip_return"][i]
-                success = float(task_fraction >= 0.5)
+                episodic_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]  # the task's score, or Humanoid's
+                clip_return, judged = episode_sums["clip_return"][i], {}
                 writer.add_scalar("charts/episodic_return", episodic_return, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
-                writer.add_scalar("charts/task_fraction", task_fraction, global_step)
-                writer.add_scalar("charts/success", success, global_step)
+                if args.task:
+                    task_fraction = episode_sums[args.task][i] / length
+                    judged = {args.task: task_fraction, "success": float(task_fraction >= 0.5)}
+                    writer.add_scalar("charts/task_fraction", task_fraction, global_step)
+                    writer.add_scalar("charts/success", judged["success"], global_step)
                 for name in clip_envs.POSE_INDICATORS:
                     writer.add_scalar(f"pose/{name}", episode_sums[name][i] / length, global_step)
                 if reward_model is not None:
                     writer.add_scalar("charts/episodic_clip_return", clip_return, global_step)
                 learned = dict(clip_return=clip_return) if reward_model is not None else dict(episodic_return=episodic_return)
-                progress.episode(**learned, **{args.task: task_fraction}, success=success)
+                progress.episode(**learned, **judged)
                 checkpoints.record_return(*learned.values())  # the return of the reward learned from ranks the checkpoints
                 for sums in episode_sums.values():  # the env's next episode starts from zero
                     sums[i] = 0.0

@@ -107,3 +107,60 @@ def test_defaults_are_the_papers_setup():
                  baseline_prompt=("a humanoid robot",), camera=(3.5, -10.0, 180.0, 1.0), render_size=480, textured=True,
                  render_quality=None)  # None: MuJoCo's own shadow map and multisampling, as the authors' scene keeps them
     assert {name: getattr(args, name) for name in paper} == paper
+
+
+HANDSTAND = "a humanoid robot doing a handstand"
+NO_SUCCESS_RUN = ["--total-timesteps", 120, "--num-envs", 2, "--episode-length", 30, "--render-size", 48,
+                  "--learning-starts", 60, "--batch-size", 16, "--buffer-size", 1000, "--checkpoint-frequency", 60,
+                  "--image-frequency", 1000]  # fmt: skip
+
+
+@pytest.mark.parametrize("task", [None, "kneeling"])
+def test_a_new_prompt_has_no_automatic_success_unless_a_task_judges_it(task, tiny_clip_spec, tmp_path, monkeypatch):
+    """--prompt alone: the start line says there is no automatic success, nothing logs one (no charts/success, no
+    task label on the frames CLIP paid for), and evaluate.py writes returns and videos without a success rate.
+    --task kneeling with the same prompt: kneeling's predicate judges it."""
+    import csv
+    import runpy
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    args = ["--clip-model", tiny_clip_spec, "--prompt", HANDSTAND, *NO_SUCCESS_RUN, *(["--task", task] if task else [])]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [SCRIPT, "--no-cuda", "--no-async-envs", *map(str, args)])
+    script_globals = runpy.run_path(os.path.join(REPO_ROOT, SCRIPT), run_name="__main__")
+    window_labels = {entry[3] for entry in script_globals["reward_window"].highest + script_globals["reward_window"].lowest}
+    scalars, _, run_dir = read_scalars(tmp_path)
+    evaluation = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, "--episodes", "2",
+                                 "--video-episodes", "2", "--no-cuda"], capture_output=True, text=True, cwd=tmp_path,
+                                timeout=300)  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr
+    (folder,) = glob.glob(f"{run_dir}/eval_step_*")
+    with open(os.path.join(folder, "evaluation.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(glob.glob(f"{folder}/*.mp4")) == 2 and len(rows) == 2 and all(row["clip_return"] for row in rows)
+    assert len(scalars["charts/episodic_clip_return"]) == 2 and len(scalars["pose/kneeling"]) == 2
+    if task is None:
+        assert script_globals["args"].task is None
+        assert "kneeling" not in script_globals["args"].prompt[0] and HANDSTAND == script_globals["args"].prompt[0]
+        assert not {"charts/success", "charts/task_fraction"} & set(scalars)
+        assert window_labels == {None}  # the grids' frames carry their reward alone
+        assert "no automatic success" in evaluation.stdout and "success rate" not in evaluation.stdout
+        assert all(row["success"] == "" for row in rows)
+    else:
+        assert scalars["charts/task_fraction"] == scalars["pose/kneeling"]
+        assert window_labels <= {True, False} and None not in window_labels
+        assert "success rate" in evaluation.stdout and all(row["success"] in ("0", "1") for row in rows)
+
+
+def test_the_start_line_says_how_a_run_is_judged(tiny_clip_spec, tmp_path, monkeypatch):
+    for args, expected in (([], "success: the kneeling predicate holds"), (["--prompt", HANDSTAND], "success: none")):
+        (tmp_path / str(len(args))).mkdir()
+        result = run_script(SCRIPT, ["--clip-model", tiny_clip_spec, *args, "--total-timesteps", 2, "--num-envs", 2,
+                                     "--learning-starts", 2, "--render-size", 32], tmp_path / str(len(args)))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout.splitlines()[0], result.stdout
+    message = exit_message(SCRIPT, ["--prompt", HANDSTAND, "--reward", "ground-truth"], tmp_path, monkeypatch)
+    assert "--reward must be clip with a --prompt alone" in message
