@@ -10,11 +10,13 @@ those embeddings (clip_reward.py's math).
 |             | and random-policy states (assets/make_humanoid_states.py)     |                               |
 | cartpole    | uniform: cart position in [-2.4, 2.4], pole angle in [-pi, pi] | pole within 12 deg of upright |
 | mountaincar | uniform: car position in [-1.2, 0.6]                           | car at the flag (x >= 0.45)   |
+| labels      | the frames a person rated with rate.py (--labels)              | the person's yes / no         |
 
 EPIC distance (Appendix A): D = sqrt((1 - rho) / 2), rho the Pearson correlation between reward and label over the
 states. 0: the reward separates goal from other states as the labels do; ~0.71: unrelated; 1: reversed.
 
     python clip_reward_epic.py --env humanoid --clip-model RN50/openai ViT-L-14/laion2b_s32b_b82k ViT-bigG-14/laion2b_s39b_b160k
+    python clip_reward_epic.py --env labels --labels runs/RUN/clip_frames/labels.sqlite --baseline-prompt "a humanoid robot"
 """
 
 import csv
@@ -30,13 +32,14 @@ import tyro
 
 import clip_envs
 import clip_reward
+import rate
 import run_utils
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HUMANOID_STATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "humanoid-states.npz")
-TASKS = {"humanoid": list(clip_envs.HUMANOID_TASKS), "cartpole": ["upright"], "mountaincar": ["flag"]}
+TASKS = {"humanoid": list(clip_envs.HUMANOID_TASKS), "cartpole": ["upright"], "mountaincar": ["flag"], "labels": ["prompt"]}
 
 
 def epic_distance(rewards, labels) -> float:
@@ -52,8 +55,16 @@ def epic_distance(rewards, labels) -> float:
 
 @dataclass
 class Args:
-    env: Literal["humanoid", "cartpole", "mountaincar"] = "humanoid"
-    """which environment's states to score"""
+    env: Literal["humanoid", "cartpole", "mountaincar", "labels"] = "humanoid"
+    """which environment's states to score; labels: the frames a person rated (--labels)"""
+    labels: Optional[str] = None
+    """--env labels: a rated folder's labels.sqlite or a CSV from rate.py export (frames rated yes / no; skips left out)"""
+    rater: Optional[str] = None
+    """--env labels: whose labels (needed when several people rated)"""
+    prompt: Optional[str] = None
+    """--env labels: the goal prompt (default: the one the frames were rated for)"""
+    baseline_prompt: Optional[str] = None
+    """--env labels: the baseline prompt (needed for alphas > 0)"""
     clip_model: tuple[str, ...] = (clip_reward.DEFAULT_MODEL,)
     """open_clip models to compare: ARCH/PRETRAINED, ARCH (with --clip-checkpoint) or local-dir:/path"""
     clip_checkpoint: Optional[tuple[str, ...]] = None
@@ -122,6 +133,27 @@ def mountaincar_states(args):
     return np.stack(frames), np.array(labels, dtype=np.uint8)
 
 
+def labelled_states(args):
+    """The frames a person rated yes or no for a prompt (rate.py), and those labels (N, 1)."""
+    from PIL import Image
+
+    prompt, kind, labels = rate.read_labels(args.labels, args.rater)
+    raters = sorted({rater for _, rater, _ in labels})
+    if kind != "frames":
+        raise rate.LabelError(f"{args.labels} rates {kind}, not frames: EPIC needs labelled frames")
+    if len(raters) > 1:
+        raise rate.LabelError(f"{args.labels} holds the labels of {', '.join(raters)}: choose one with --rater")
+    decided = [(path, value == "yes") for path, _, value in labels if value != "skip"]
+    if len(decided) < 2:
+        raise rate.LabelError(f"{args.labels} holds {len(decided)} yes/no labels{' of ' + args.rater if args.rater else ''}: "
+                              "EPIC needs at least 2")  # fmt: skip
+    args.prompt = args.prompt or prompt
+    frames = [np.asarray(Image.open(path).convert("RGB")) for path, _ in decided]
+    if len({frame.shape for frame in frames}) > 1:
+        raise rate.LabelError("the rated frames differ in size: rate frames of one run (one --render-size)")
+    return np.stack(frames), np.array([[label] for _, label in decided], dtype=np.uint8)
+
+
 def write_rows(path, rows):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -130,10 +162,12 @@ def write_rows(path, rows):
         writer.writerows(rows)
 
 
-def task_prompts(env, task):
-    """(goal, baseline) prompt of a task: the paper's (Table 3)."""
+def task_prompts(env, task, args):
+    """(goal, baseline) prompt of a task: the paper's (Table 3), or for --env labels the given ones."""
     if env == "humanoid":
         return clip_envs.HUMANOID_TASKS[task], clip_envs.PROMPTS["humanoid"][1]
+    if env == "labels":
+        return args.prompt, args.baseline_prompt or args.prompt  # no baseline: alpha 0 only (checked)
     return clip_envs.PROMPTS[env]
 
 
@@ -151,6 +185,10 @@ if __name__ == "__main__":
     for flag, values in (("--clip-model", args.clip_model), ("--tasks", args.tasks), ("--alphas", args.alphas)):
         if len(values) == 0:
             sys.exit(f"error: {flag} was given no values: give at least one, or leave it out for the default")
+    if (args.env == "labels") != (args.labels is not None):
+        sys.exit("error: --labels goes with --env labels (a rated folder's labels.sqlite or an exported CSV)")
+    if args.env == "labels" and args.baseline_prompt is None and any(alpha > 0 for alpha in args.alphas):
+        sys.exit("error: --alphas above 0 need a --baseline-prompt for --env labels (or --alphas 0)")
     if not 32 <= args.render_size <= 4096:
         sys.exit(f"error: --render-size must be in [32, 4096] (as in sac_clip_humanoid.py), got {args.render_size}")
     try:
@@ -169,9 +207,10 @@ if __name__ == "__main__":
     try:
         if args.env == "humanoid":
             clip_envs.check_mujoco_gl()
-        states = {"humanoid": humanoid_states, "cartpole": cartpole_states, "mountaincar": mountaincar_states}[args.env]
+        states = {"humanoid": humanoid_states, "cartpole": cartpole_states, "mountaincar": mountaincar_states,
+                  "labels": labelled_states}[args.env]  # fmt: skip
         frames, labels = states(args)
-    except clip_envs.SceneError as error:
+    except (clip_envs.SceneError, rate.LabelError) as error:
         sys.exit(f"error: {error}")
     print(
         f"{args.env}: {len(frames)} states rendered once; goal states per task: {dict(zip(args.tasks, labels.sum(0).tolist()))}"
@@ -181,7 +220,7 @@ if __name__ == "__main__":
     for spec, checkpoint in zip(args.clip_model, checkpoints):
         try:
             model, tokenizer = clip_reward.load_clip(spec, checkpoint=None if checkpoint == "-" else checkpoint, device=device)
-            first_goal, first_baseline = task_prompts(args.env, args.tasks[0])
+            first_goal, first_baseline = task_prompts(args.env, args.tasks[0], args)
             reward_model = clip_reward.CLIPReward(model, tokenizer, [first_goal], [first_baseline], alpha=0.0)
         except clip_reward.CLIPRewardError as error:  # a download that failed: the models scored so far are kept
             scored = f"; the scores of {', '.join(parameters)} are in {csv_path}" if rows else ""
@@ -189,7 +228,7 @@ if __name__ == "__main__":
         parameters[spec] = sum(p.numel() for p in model.parameters())
         embeddings = reward_model.embed_images(frames)  # once per model; every task and alpha below is a projection
         for t, task in enumerate(args.tasks):
-            goal, baseline = (reward_model.embed_prompts([prompt]) for prompt in task_prompts(args.env, task))
+            goal, baseline = (reward_model.embed_prompts([prompt]) for prompt in task_prompts(args.env, task, args))
             for alpha in args.alphas:
                 projection = clip_reward.projection_matrix(goal, baseline, alpha)
                 rewards = clip_reward.goal_baseline_reward(embeddings, goal, projection).cpu().numpy()

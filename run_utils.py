@@ -407,6 +407,7 @@ class RewardWindow:
         if self.rewards:
             for tag, kept in (("images/highest_clip_reward", self.highest), ("images/lowest_clip_reward", self.lowest)):
                 self.writer.add_image(tag, self.grid(kept), global_step, dataformats="HWC")
+                self.keep_frames(tag.split("/")[1].split("_")[0], kept, global_step)
             self.writer.add_histogram("rewards/clip_reward", np.array(self.rewards), global_step)
             if np.isfinite(self.along).all():  # without a baseline prompt there is no direction
                 self.writer.add_scalar("rewards/along_goal_direction", float(np.mean(self.along)), global_step)
@@ -424,6 +425,19 @@ class RewardWindow:
     def load_state_dict(self, state):
         for name, value in state.items():
             setattr(self, name, value)
+
+    def keep_frames(self, group, kept, global_step):
+        """The grid's frames as PNGs in RUN/clip_frames/<highest|lowest>/, named by step, rank and reward, so that a person
+        can rate what CLIP paid most and least for (rate.py serve RUN/clip_frames): the run's hack check."""
+        folder = getattr(self.writer, "log_dir", None)  # rank 0's run folder; other ranks write nothing
+        if folder is None:
+            return
+        from PIL import Image
+
+        os.makedirs(os.path.join(folder, "clip_frames", group), exist_ok=True)
+        for rank, (reward, _, frame, _) in enumerate(kept, start=1):
+            name = f"step_{global_step:09d}-{rank}-reward_{reward:.4f}.png"
+            Image.fromarray(frame).save(os.path.join(folder, "clip_frames", group, name))
 
     def grid(self, kept):
         """The kept frames side by side, best first, each scaled to thumbnail_height with its label above it."""
