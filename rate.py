@@ -431,6 +431,9 @@ class Export:
     """the CSV file to write (never over an existing file)"""
 
 
+SUBCOMMANDS = {"serve": Serve, "report": Report, "export": Export}
+
+
 def main(command):
     if isinstance(command, Serve):
         if not 0 < command.port < 65536 or command.frames_per_video < 1:
@@ -467,7 +470,7 @@ def main(command):
 
 
 if __name__ == "__main__":
-    command = tyro.extras.subcommand_cli_from_dict({"serve": Serve, "report": Report, "export": Export})
+    command = tyro.extras.subcommand_cli_from_dict(SUBCOMMANDS)
     try:
         main(command)
     except LabelError as error:

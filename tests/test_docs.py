@@ -66,7 +66,8 @@ def test_every_relative_link_and_image_resolves():
 def is_command_line_script(path):
     """A repository script with a command line (tyro's), not a module or a test."""
     path = os.path.join(REPO_ROOT, path)
-    return os.path.isfile(path) and re.search(r"^ +args = tyro\.cli\(Args\)", read(path), re.M) is not None
+    pattern = r"^ +(args = tyro\.cli\(Args\)|command = tyro\.extras\.subcommand_cli_from_dict\(SUBCOMMANDS\))"
+    return os.path.isfile(path) and re.search(pattern, read(path), re.M) is not None
 
 
 def commands(text):
@@ -113,8 +114,9 @@ def script_help_texts():
         finally:
             sys.path.remove(os.path.dirname(spec.origin))
         output = io.StringIO()
-        with contextlib.redirect_stdout(output), pytest.raises(SystemExit):
-            tyro.cli(module.Args, args=["--help"], prog=script)
+        for command in getattr(module, "SUBCOMMANDS", {"": getattr(module, "Args", None)}).values():  # each subcommand's
+            with contextlib.redirect_stdout(output), pytest.raises(SystemExit):
+                tyro.cli(command, args=["--help"], prog=script)
         texts[script] = output.getvalue()
     return texts
 

@@ -420,3 +420,31 @@ def test_a_run_keeps_the_frames_behind_its_grids_as_pngs(tmp_path):
     assert highest == ["step_000000004-1-reward_0.4000.png", "step_000000004-2-reward_0.3000.png"]
     assert lowest == ["step_000000004-1-reward_0.1000.png", "step_000000004-2-reward_0.2000.png"]
     assert np.asarray(Image.open(tmp_path / "run" / "clip_frames" / "highest" / highest[0])).mean() == 20
+
+
+@needs_browser
+def test_a_person_rates_episodes_whose_videos_play_in_the_page(browser, tmp_path):
+    """evaluate.py-like videos: the page asks the paper's question, Chromium decodes and plays each video, and the
+    answers by key reach the report's success rate."""
+    folder = tmp_path / "eval_step_100"
+    make_episode_folder(folder, [1, 0, 1])
+    server = Server(folder, "--prompt", "a humanoid robot doing a handstand")
+    try:
+        assert "rating 3 episodes" in server.line
+        browser.get(f"{server.url}/?rater=ann")
+        assert shown(browser) == ("0 / 3", "eval-episode-0.mp4")
+        assert "Does the task hold on at least half of the episode?" in browser.page_source
+        for _ in range(100):
+            ready, width = browser.execute_script("const v = document.getElementById('item'); return [v.readyState, v.videoWidth]")
+            if ready >= 2:
+                break
+            time.sleep(0.05)
+        assert ready >= 2 and width == 32  # decoded: the person sees the episode
+        for answered, key in enumerate("yny", start=1):
+            press(browser, key, f"{answered} / 3")
+        assert "All items rated" in browser.find_element("id", "done").text
+    finally:
+        server.stop()
+    assert [value for _, _, value in labels_in(folder)] == ["yes", "no", "yes"]
+    result = run_rate("report", folder)
+    assert "success rate 0.67" in result.stdout and "agreement 1.00" in result.stdout
