@@ -173,7 +173,7 @@ if __name__ == "__main__":
         save_curve(args.output_dir, repr(prompt), seed, steps, columns, {"success": random_rate})
     panels = [("success", "success (upright on >= half the steps)", (-0.02, 1.02)),
               ("upright_fraction", "steps within 0.3 rad of upright", (-0.02, 1.02)),
-              ("episodic_return", "Pendulum's own return (not learned from)", None)]  # fmt: skip
+              ("episodic_return", "Pendulum's own return (not learned)", None)]  # fmt: skip
     title = "sac_clip_continuous_action.py --env-id Pendulum-v1, tiny Pendulum CLIP"
     plot_curves(args.output_dir, "pendulum_learning_curves.png", panels, args.block, title)
     if args.sb3:

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT
 from helpers import assert_one_line_error
 
 
-@pytest.mark.parametrize("env", ["cartpole", "mountaincar", "humanoid"])
+@pytest.mark.parametrize("env", ["cartpole", "mountaincar", "humanoid", "pendulum"])
 def test_making_a_tiny_clip_refuses_to_overwrite_the_committed_model(env, tmp_path):
     weights = os.path.join(REPO_ROOT, "assets", f"tiny-{env}-clip-for-tests", "open_clip_model.safetensors")
     with open(weights, "rb") as f:
@@ -123,3 +123,23 @@ def test_a_tiny_clip_for_larger_frames_keeps_its_patch_grid_and_loads_at_that_si
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert_one_line_error(result, "error:", "--render-size must be a multiple of 8", "60")
     assert not os.path.exists(tmp_path / "clip")
+
+
+def test_the_pendulum_clips_goal_reward_rises_as_the_pendulum_swings_up():
+    """The tiny Pendulum CLIP at 64 px: "pointing straight up" pays most upright and falls towards horizontal; "hanging
+    straight down" pays most hanging: the shaped rewards the Pendulum bench learns from (docs/your_own_environment.md)."""
+    import clip_reward
+    import gymnasium as gym
+
+    env = gym.make("Pendulum-v1", render_mode="rgb_array")
+    env.reset(seed=0)
+    frames = []
+    for angle in (0.0, 0.8, 1.6, np.pi):
+        env.unwrapped.state, env.unwrapped.last_u = np.array([angle, 0.0]), None
+        frames.append(clip_envs.square_frame(env.render(), 64))
+    spec = f"local-dir:{REPO_ROOT}/assets/tiny-pendulum-clip-for-tests"
+    up, down = (clip_reward.load_reward_model(spec, [clip_envs.ENV_TASKS[task].prompt], ["a pendulum"], 0.0, device="cpu")
+                for task in ("pendulum-upright", "pendulum-down"))  # fmt: skip
+    up_rewards, down_rewards = up(np.stack(frames)).numpy(), down(np.stack(frames)).numpy()
+    assert up_rewards[0] > up_rewards[1] > up_rewards[2] and up_rewards[0] > up_rewards[3] + 0.2, up_rewards
+    assert down_rewards[3] == down_rewards.max() and down_rewards[3] > down_rewards[0] + 0.2, down_rewards
