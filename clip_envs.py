@@ -127,11 +127,13 @@ def _describe_env(env_id, render_size):
     """In a process of its own (check_env): the env's action space and first frame, or what is wrong with them."""
     env = gym.make(env_id, render_mode="rgb_array")
     if isinstance(env.action_space, gym.spaces.Discrete):
-        return f"{env_id} has a discrete action space ({env.action_space}): SAC needs a continuous one (discrete actions: the DQN of dqn_clip_cartpole.py)"
+        return (f"{env_id} has a discrete action space ({env.action_space}): SAC needs a continuous one "
+                "(discrete actions: the DQN of dqn_clip_cartpole.py)")
     if not isinstance(env.action_space, gym.spaces.Box):
         return f"{env_id} has the action space {env.action_space}: SAC needs a continuous one (gymnasium.spaces.Box)"
     if "rgb_array" not in env.metadata.get("render_modes", []):
-        return f"{env_id} cannot render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}), which CLIP needs"
+        modes = env.metadata.get("render_modes", [])
+        return f"{env_id} cannot render rgb_array frames (its render modes: {modes}), which CLIP needs"
     env.reset(seed=0)
     frame = env.render()
     env.close()
@@ -139,7 +141,8 @@ def _describe_env(env_id, render_size):
         what = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
         return f"{env_id} renders {what} frames; CLIP needs uint8 RGB frames (height, width, 3)"
     if render_size is not None and render_size > min(frame.shape[:2]):
-        return f"--render-size {render_size} is larger than {env_id}'s {frame.shape[0]}x{frame.shape[1]} frames: at most {min(frame.shape[:2])}"
+        height, width = frame.shape[:2]
+        return f"--render-size {render_size} is larger than {env_id}'s {height}x{width} frames: at most {min(height, width)}"
     return list(frame.shape)
 
 
@@ -156,7 +159,8 @@ def check_env(env_id, render_size=None):
             "print(json.dumps(clip_envs._describe_env(sys.argv[2], json.loads(sys.argv[3]))))")  # fmt: skip
     folder = os.path.dirname(os.path.abspath(__file__))
     command = [sys.executable, "-c", code, folder, env_id, json.dumps(render_size)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (folder, os.environ.get("PYTHONPATH"))))))
+    path = os.pathsep.join(filter(None, (folder, os.environ.get("PYTHONPATH"))))  # this project, and the user's modules
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=path))
     if result.returncode != 0:
         cause = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise SceneError(f"--env-id {env_id} cannot be made and rendered ({cause})")
@@ -674,7 +678,8 @@ class RecordVideo(gym.wrappers.RecordVideo):
 
 class FrameInInfo(gym.Wrapper):
     """The outermost wrapper of a training env. With `render`, it renders once after every reset and step and hands the
-    frame out with the step as info["frame"] (resized whole to size x size where the env runs, with a `size`): a vector env's workers render in parallel and the frames come back with
+    frame out with the step as info["frame"] (with a `size`, resized whole to size x size where the env runs): a vector
+    env's workers render in parallel and the frames come back with
     the step, stacked (num_envs, H, W, 3), with no second round trip; render() returns that same frame (for videos).
     Its `checkpoint_state` and `load_checkpoint_state` reach every env of a vector env through `call`, worker or not."""
 

@@ -86,7 +86,9 @@ def sample_video_frames(video, folder, count):
             times = np.linspace(0, max(clip.duration - 1 / clip.fps, 0), count)
             frames = [clip.get_frame(t) for t in times]
     except Exception as error:  # moviepy raises OSError, IOError or KeyError for what ffmpeg cannot read
-        raise LabelError(f"cannot read the video {video} ({str(error).splitlines()[0] if str(error) else type(error).__name__})")
+        raise LabelError(
+            f"cannot read the video {video} ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        )
     paths = []
     stem = os.path.splitext(os.path.basename(video))[0]
     for index, frame in enumerate(frames):
@@ -295,7 +297,9 @@ def export_csv(connection, meta, folder, csv_folder):
     output = io.StringIO()
     writer = csv.writer(output)
     writer.writerow(["path", "rater", "value", "time", "prompt", "kind"])
-    query = "SELECT items.path, rater, value, time FROM labels JOIN items ON items.id = labels.item_id ORDER BY items.id, rater"
+    query = (
+        "SELECT items.path, rater, value, time FROM labels JOIN items ON items.id = labels.item_id ORDER BY items.id, rater"
+    )
     for item, *rest in connection.execute(query):
         writer.writerow([os.path.relpath(os.path.join(folder, item), csv_folder), *rest, meta["prompt"], meta["kind"]])
     return output.getvalue()
@@ -363,7 +367,9 @@ def report(folder, database):
             pairs = [(value == "yes", automatic[os.path.basename(item)]) for item, value in decided
                      if os.path.basename(item) in automatic]  # fmt: skip
             if pairs:
-                table = {(p, a): sum(1 for pair in pairs if pair == (p, bool(a))) for p in (True, False) for a in (True, False)}
+                table = {
+                    (p, a): sum(1 for pair in pairs if pair == (p, bool(a))) for p in (True, False) for a in (True, False)
+                }
                 agree = (table[True, True] + table[False, False]) / len(pairs)
                 lines.append(f"  against the automatic success of {len(pairs)} episodes: agreement {agree:.2f}")
                 lines.append(f"  {'':>14} {'auto yes':>9} {'auto no':>8}")
@@ -377,7 +383,9 @@ def report(folder, database):
                 share = np.mean(answers_in_group)
                 lines.append(f"  {group}: {share:.2f} of {len(answers_in_group)} frames show the prompt")
     if len(raters) >= 2:
-        by_rater = {rater: {path: value for path, who, value in labels if who == rater and value != "skip"} for rater in raters}
+        by_rater = {
+            rater: {path: value for path, who, value in labels if who == rater and value != "skip"} for rater in raters
+        }
         for i, first in enumerate(raters):
             for second in raters[i + 1 :]:
                 shared = sorted(set(by_rater[first]) & set(by_rater[second]))

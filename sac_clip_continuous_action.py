@@ -139,7 +139,7 @@ def make_env(env_id, seed, idx, capture_video, run_name, render, render_size):
         if capture_video and idx == 0:
             env = clip_envs.RecordVideo(env, f"videos/{run_name}")  # gymnasium's, without a false "overwriting" warning
         env = gym.wrappers.RecordEpisodeStatistics(env)
-        env = clip_envs.FrameInInfo(env, render, render_size)  # the frame after each step, rendered (and resized) in the worker
+        env = clip_envs.FrameInInfo(env, render, render_size)  # the frame after each step, rendered and resized there
         env.action_space.seed(seed)
         return env
 
@@ -309,7 +309,7 @@ if __name__ == "__main__":
 
         # ============ VLM-RM: the CLIP reward of the frame each env shows after its step ============
         if reward_model is not None:
-            frames = infos["frame"]  # (num_envs, H, W, 3) uint8, H = W = --render-size if given; resized to CLIP's input inside
+            frames = infos["frame"]  # (num_envs, H, W, 3) uint8 (square with --render-size); resized to CLIP's input inside
             rewards, along, off = reward_model.score(frames)
             rewards = rewards.cpu().numpy()
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)

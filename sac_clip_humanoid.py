@@ -1,6 +1,6 @@
 # VLM-RM on the MuJoCo Humanoid: CleanRL's SAC (https://docs.cleanrl.dev/rl-algorithms/sac/#sac_continuous_actionpy)
 # taught a pose from one sentence by a CLIP reward on the rendered frame after every step. Docs: docs/sac_clip_humanoid.md
-# Run: python sac_clip_humanoid.py --prompt "a humanoid robot kneeling" --alpha 0.5
+# Run: python sac_clip_humanoid.py --task kneeling --alpha 0.5
 import math
 import os
 import random
@@ -225,7 +225,7 @@ if __name__ == "__main__":
     run_utils.check_args(args, ARG_RULES, world_size)
     args.task = args.task or (None if args.prompt else "kneeling")  # a new sentence has no predicate to judge it by
     args.prompt = args.prompt or (clip_envs.HUMANOID_TASKS[args.task],)  # the task's Table 3 prompt unless --prompt is given
-    run_utils.say_how_success_is_judged(args, args.task and f"the {args.task} predicate holds on at least half of an episode's steps")
+    run_utils.say_how_success_is_judged(args, args.task and f"the {args.task} predicate holds on half an episode or more")
     with run_utils.exit_on_bad_input():  # a scene that cannot be built as asked: one line, no traceback
         clip_envs.check_camera(args.camera)
         clip_envs.check_mujoco_gl()  # draws a test frame in a process of its own

@@ -64,6 +64,11 @@ def train_in(workdir, command, parallel):
         raise SystemExit(f"error: {os.path.basename(command[1])} (seed {seed}) failed; its error is above")
 
 
+def blocks(values, block):
+    """The mean of each block of `block` episodes."""
+    return [float(np.mean(values[i : i + block])) for i in range(0, len(values), block)]
+
+
 def summary_line(name, values, random_value):
     """`final <name> M ± S over N seeds (each a b c; random Y)`: the mean and the population standard deviation
     (numpy's default, ddof 0) of each seed's final value, each listed in seed order."""

@@ -26,7 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
-from bench.learning_curves import check_seeds, plot_curves, run_seeds, save_curve, summary_line, train_in  # noqa: E402
+from bench.learning_curves import blocks, check_seeds, plot_curves, run_seeds, save_curve, summary_line, train_in  # noqa: E402
 
 # Settings that reach the flag in minutes on a CPU with the tiny CLIP's shaped reward; the paper's (3M steps, gamma
 # 0.9999, learning starts 75k, 400 updates every 200 steps) are for real CLIP and a GPU. Without --center-rewards none
@@ -71,11 +71,6 @@ def random_policy_success_rate(episode_length, episodes=100, seed=0):
             done = terminated or truncated
         successes.append(np.mean(at_flag) >= 0.5)
     return float(np.mean(successes))
-
-
-def blocks(values, block):
-    """The mean of each block of `block` episodes."""
-    return [float(np.mean(values[i : i + block])) for i in range(0, len(values), block)]
 
 
 def train(args, seed):

@@ -30,7 +30,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
-from bench.learning_curves import check_seeds, plot_curves, run_seeds, save_curve, summary_line, train_in  # noqa: E402
+from bench.learning_curves import blocks, check_seeds, plot_curves, run_seeds, save_curve, summary_line, train_in  # noqa: E402
 
 TASK = clip_envs.ENV_TASKS["pendulum-upright"]
 # CleanRL's SAC with one update per env step (4 per vector step of 4 envs) and learning from step 2000.
@@ -83,11 +83,6 @@ def gym_make(render=False):
     import gymnasium as gym
 
     return gym.make(TASK.env_id, render_mode="rgb_array" if render else None)
-
-
-def blocks(values, block):
-    """The mean of each block of `block` episodes."""
-    return [float(np.mean(values[i : i + block])) for i in range(0, len(values), block)]
 
 
 def train(args, seed):

@@ -263,7 +263,9 @@ def test_a_bad_label_is_refused_and_writes_nothing(body, message, cartpole_frame
         status, answer = server.post("/api/label", body)
         assert status == 400 and message in answer["error"]
         assert labels_in(folder) == [("state-001.png", "ann", "no")]
-        assert server.post("/api/label", {**body, "item": 1, "rater": "ann", "value": "yes"})[0] == 200  # the fixed one is kept
+        assert (
+            server.post("/api/label", {**body, "item": 1, "rater": "ann", "value": "yes"})[0] == 200
+        )  # the fixed one is kept
     finally:
         server.stop()
 
@@ -371,7 +373,12 @@ def test_episode_ratings_give_a_success_rate_its_interval_the_agreement_and_kapp
     interval = binomtest(4, 8).proportion_ci(method="wilson")
     assert f"  success rate 0.50 (95% interval {interval.low:.2f}-{interval.high:.2f}, Wilson) over 8 episodes" in lines
     assert "  against the automatic success of 8 episodes: agreement 0.75" in lines
-    assert lines[lines.index("  against the automatic success of 8 episodes: agreement 0.75") + 2].split() == ["person", "yes", "3", "1"]
+    assert lines[lines.index("  against the automatic success of 8 episodes: agreement 0.75") + 2].split() == [
+        "person",
+        "yes",
+        "3",
+        "1",
+    ]
     kappa = rate.cohens_kappa(person[:7], other[:7])
     assert f"raters ann and bob: Cohen's kappa {kappa:.2f} over 7 shared items" in lines
     assert rate.cohens_kappa(["yes", "no", "yes", "no"], ["yes", "no", "yes", "no"]) == 1.0
@@ -435,7 +442,9 @@ def test_a_person_rates_episodes_whose_videos_play_in_the_page(browser, tmp_path
         assert shown(browser) == ("0 / 3", "eval-episode-0.mp4")
         assert "Does the task hold on at least half of the episode?" in browser.page_source
         for _ in range(100):
-            ready, width = browser.execute_script("const v = document.getElementById('item'); return [v.readyState, v.videoWidth]")
+            ready, width = browser.execute_script(
+                "const v = document.getElementById('item'); return [v.readyState, v.videoWidth]"
+            )
             if ready >= 2:
                 break
             time.sleep(0.05)
