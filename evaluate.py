@@ -42,8 +42,10 @@ class Args:
     """run the policy and CLIP on a CUDA GPU if there is one"""
 
 
-# The training script of each environment, whose networks the checkpoint holds.
-SCRIPTS = {"CartPole": "dqn_clip_cartpole", "MountainCar": "sac_clip_mountaincar", "Humanoid": "sac_clip_humanoid"}
+# The training script of each environment, whose networks the checkpoint holds; "Any": sac_clip_continuous_action.py's
+# runs on any gymnasium env, whose episodes end as the env ends them.
+SCRIPTS = {"CartPole": "dqn_clip_cartpole", "MountainCar": "sac_clip_mountaincar", "Humanoid": "sac_clip_humanoid",
+           "Any": "sac_clip_continuous_action"}  # fmt: skip
 
 
 def checkpoints_by_return(run_dir):
@@ -68,7 +70,9 @@ def load_checkpoint(path):
 
 def make_env(saved, env_family, render_size=None):
     """One env as the run trained on (scene, camera, episode length), rendering rgb_array frames (the humanoid's at
-    render_size, default the run's)."""
+    render_size, default the run's; any other env's at its own size, for the videos)."""
+    if env_family == "Any":
+        return gym.make(saved["env_id"], render_mode="rgb_array")
     if env_family == "CartPole":
         return clip_envs.make_cartpole(saved["env_id"], saved["episode_length"], render=True)
     textures_names = clip_envs.MOUNTAINCAR_TEXTURES if env_family == "MountainCar" else clip_envs.HUMANOID_TEXTURES
@@ -94,6 +98,8 @@ def task_holds(env_family, saved, next_obs, ground_truth_rewards, infos):
         return ground_truth_rewards > 0  # CartPoleOnTrack's reward: 1 while the pole is within 12 degrees of upright
     if env_family == "MountainCar":
         return next_obs[:, 0] >= clip_envs.GOAL_POSITION
+    if env_family == "Any":
+        return clip_envs.ENV_TASKS[saved["task"]].holds(next_obs) if saved.get("task") else None
     return infos[saved["task"]] > 0 if saved.get("task") else None
 
 
@@ -125,11 +131,12 @@ if __name__ == "__main__":
         sys.exit(f"error: --checkpoint {args.checkpoint}: no such file")
     checkpoint = load_checkpoint(args.checkpoint)
     saved = checkpoint["args"]
-    env_family = next((family for family in SCRIPTS if saved["env_id"].startswith(family)), None)
+    env_family = "Any" if checkpoint.get("script") == "sac_clip_continuous_action.py" else None
+    env_family = env_family or next((family for family in SCRIPTS if saved["env_id"].startswith(family)), None)
     if env_family is None:
         sys.exit(f"error: {args.checkpoint}: a run on {saved['env_id']}, which evaluate.py does not know")
     script = __import__(SCRIPTS[env_family])  # for its network classes
-    judged = env_family != "Humanoid" or bool(saved.get("task"))  # a humanoid --prompt without --task has no predicate
+    judged = env_family in ("CartPole", "MountainCar") or bool(saved.get("task"))  # a --prompt alone has no predicate
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     step = checkpoint["global_step"]
@@ -146,7 +153,7 @@ if __name__ == "__main__":
             reward_model = clip_reward.load_reward_model(
                 saved["clip_model"],
                 target_prompts=saved["prompt"],
-                baseline_prompts=saved["baseline_prompt"],
+                baseline_prompts=saved["baseline_prompt"] or saved["prompt"],  # no baseline: alpha 0
                 alpha=saved["alpha"],
                 checkpoint=saved["clip_checkpoint"],
                 device=device,
@@ -158,7 +165,12 @@ if __name__ == "__main__":
     try:
         if env_family == "Humanoid":
             clip_envs.check_mujoco_gl()
-        envs = gym.vector.SyncVectorEnv([lambda: make_env(saved, env_family, args.render_size) for _ in range(args.num_envs)])
+        if env_family == "Any":
+            clip_envs.check_env(saved["env_id"])
+        # Episodes of a fixed length end together; any other env's end when it ends them, and a finished env waits.
+        autoreset = gym.vector.AutoresetMode.DISABLED if env_family == "Any" else gym.vector.AutoresetMode.NEXT_STEP
+        env_fns = [lambda: make_env(saved, env_family, args.render_size) for _ in range(args.num_envs)]
+        envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=autoreset)
     except clip_envs.SceneError as error:
         sys.exit(f"error: {error}")
     if env_family == "CartPole":
@@ -175,22 +187,36 @@ if __name__ == "__main__":
         seeds = [args.seed + first + i for i in range(args.num_envs)]
         obs, _ = envs.reset(seed=seeds)
         holds, clip_returns, ground_truth_returns, videos = [], np.zeros(args.num_envs), np.zeros(args.num_envs), []
-        for _ in range(saved["episode_length"]):  # every episode runs to its fixed length: no autoreset inside the loop
+        running, lengths = np.ones(args.num_envs, dtype=bool), np.zeros(args.num_envs)
+        while running.any() and len(holds) < saved.get("episode_length", np.inf):  # fixed lengths: no autoreset inside
             with torch.no_grad():
                 actions = policy(torch.Tensor(obs).to(device)).cpu().numpy()
-            obs, ground_truth_rewards, _, _, infos = envs.step(actions)
+            obs, ground_truth_rewards, terminations, truncations, infos = envs.step(actions)
             frames = np.stack(envs.render())
+            if env_family == "Any" and saved["render_size"]:  # CLIP scores what it scored in training
+                scored = np.stack([clip_envs.square_frame(frame, saved["render_size"]) for frame in frames])
+            else:
+                scored = frames
             if reward_model is not None:
-                clip_returns += reward_model(frames).cpu().numpy()
-            ground_truth_returns += ground_truth_rewards
+                clip_returns += np.where(running, reward_model(scored).cpu().numpy(), 0.0)
+            ground_truth_returns += np.where(running, ground_truth_rewards, 0.0)
             holds.append(task_holds(env_family, saved, obs, ground_truth_rewards, infos))
             videos.append(frames[: max(0, args.video_episodes - first)].copy())  # a copy frees the batch
-        task_fraction = np.mean(holds, axis=0) if holds[0] is not None else np.full(args.num_envs, np.nan)
+            lengths += running
+            if holds[-1] is not None:
+                holds[-1] = holds[-1] & running  # a finished env's later steps count in no episode
+            if env_family == "Any":
+                ended = running & (terminations | truncations)
+                running &= ~ended
+                if ended.any() and running.any():  # a finished env steps on, uncounted, until the batch is over
+                    obs, _ = envs.reset(options={"reset_mask": ended})
+        task_fraction = np.sum(holds, axis=0) / lengths if holds[0] is not None else np.full(args.num_envs, np.nan)
         for i in range(min(args.num_envs, args.episodes - first)):
             rows.append(
                 {
                     "episode": first + i,
                     "seed": seeds[i],
+                    "length": int(lengths[i]),
                     "success": int(task_fraction[i] >= 0.5) if judged else "",
                     "task_fraction": task_fraction[i] if judged else "",
                     "clip_return": clip_returns[i] if reward_model is not None else "",
@@ -199,7 +225,7 @@ if __name__ == "__main__":
             )
             if i < len(videos[0]):
                 fps = envs.metadata.get("render_fps") or 30
-                episode_frames = [video[i] for video in videos]
+                episode_frames = [video[i] for video in videos[: int(lengths[i])]]
                 save_video(episode_frames, output_dir, lambda _: True, fps=fps, name_prefix="eval", episode_index=first + i)
     envs.close()
 

@@ -255,3 +255,31 @@ def test_the_docs_python_examples_run_as_written(tmp_path):
         outputs.append(result.stdout)
     assert 0 < float(outputs[0].strip()) <= 1  # the frame's CLIP reward
     assert (tmp_path / "what_clip_sees.png").exists() and (tmp_path / "sac_pendulum_clip.zip").exists()
+
+
+def test_evaluate_plays_episodes_as_the_env_ends_them(tiny_clip_spec, tmp_path):
+    """evaluate.py on a run of the generic script: each episode runs until InvertedPendulum terminates it (its own
+    return is its length - 1), its video holds exactly its frames, and a --prompt without --task gets no success."""
+    import csv
+    import glob
+
+    from moviepy import VideoFileClip
+
+    args = ["--clip-model", tiny_clip_spec, "--env-id", "InvertedPendulum-v5", "--prompt", "a pole balanced upright",
+            "--render-size", 48, "--total-timesteps", 200, "--num-envs", 2, "--learning-starts", 100]  # fmt: skip
+    assert run_script(SCRIPT, args, tmp_path).returncode == 0
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "evaluate.py"), run_dir, "--episodes", "5",
+                             "--num-envs", "3", "--video-episodes", "5", "--no-cuda"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "no automatic success" in result.stdout and "success rate" not in result.stdout
+    (folder,) = glob.glob(f"{run_dir}/eval_step_*")
+    with open(os.path.join(folder, "evaluation.csv")) as f:
+        rows = list(csv.DictReader(f))
+    lengths = [int(row["length"]) for row in rows]
+    assert len(rows) == 5 and len(set(lengths)) > 1 and all(row["success"] == "" for row in rows)
+    assert [float(row["ground_truth_return"]) for row in rows] == [length - 1 for length in lengths]
+    for row in rows:
+        with VideoFileClip(os.path.join(folder, f"eval-episode-{row['episode']}.mp4")) as clip:
+            assert round(clip.duration * clip.fps) == int(row["length"])
