@@ -103,10 +103,10 @@ def test_defaults_are_the_papers_setup():
     args = Args()
     paper = dict(total_timesteps=10_000_000, episode_length=100, num_envs=32, learning_starts=50_000, train_frequency=100,
                  gradient_steps=100, policy_lr=6e-4, q_lr=6e-4, gamma=0.95, tau=0.005, batch_size=256, buffer_size=1_000_000,
-                 autotune=True, hidden_sizes=(256, 256), alpha=0.0, clip_model="ViT-bigG-14/laion2b_s39b_b160k", task="kneeling",
+                 autotune=True, hidden_sizes=(256, 256), alpha=0.0, clip_model="ViT-bigG-14/laion2b_s39b_b160k", task=None,
                  baseline_prompt=("a humanoid robot",), camera=(3.5, -10.0, 180.0, 1.0), render_size=480, textured=True,
                  render_quality=None)  # None: MuJoCo's own shadow map and multisampling, as the authors' scene keeps them
-    assert {name: getattr(args, name) for name in paper} == paper
+    assert {name: getattr(args, name) for name in paper} == paper  # task None: kneeling unless a --prompt is given
 
 
 HANDSTAND = "a humanoid robot doing a handstand"
