@@ -5,6 +5,7 @@
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -124,7 +125,7 @@ class Args:
 ARG_RULES = {  # every argument and what it may be, checked before any work (run_utils.check_args)
     **{name: rule for name, rule in run_utils.SAC_RULES.items() if name != "episode_length"},  # the env ends episodes
     "render_size": run_utils.at_least(8),
-    "prompt": run_utils.Rule(lambda value, args: value is not None or args.task is not None,
+    "prompt": run_utils.Rule(lambda value, args: value is not None or args.task is not None or args.reward == "env",
                              "given (the task as a sentence), or a --task to take it from"),
     "alpha": run_utils.Rule(lambda value, args: 0 <= value <= 1 and (value == 0 or args.baseline_prompt or args.task),
                             "in [0, 1], and > 0 only with a --baseline-prompt (or a --task's)"),
@@ -215,8 +216,10 @@ if __name__ == "__main__":
     args, checkpoint = run_utils.resume(args)  # --resume: the run's own arguments, and its latest checkpoint
     run_utils.check_args(args, ARG_RULES, world_size)
     task = clip_envs.ENV_TASKS[args.task] if args.task is not None else None
-    args.prompt = args.prompt or (task.prompt,)  # the task's prompts unless given
-    args.baseline_prompt = args.baseline_prompt or ((task.baseline_prompt,) if task is not None else None)
+    if args.reward == "env" and (args.prompt or args.render_size) and rank == 0:
+        print("warning: --reward env learns from the env's own reward: --prompt and --render-size do nothing", file=sys.stderr)
+    if task is not None:  # the task's prompts unless given
+        args.prompt, args.baseline_prompt = args.prompt or (task.prompt,), args.baseline_prompt or (task.baseline_prompt,)
     with run_utils.exit_on_bad_input():  # an env SAC or CLIP cannot use: one line, no traceback
         clip_envs.check_env(args.env_id, args.render_size)  # makes and renders it in a process of its own
     run_utils.say_how_success_is_judged(args, task and f"the goal holds ({task.goal}) on at least half of an episode's steps")

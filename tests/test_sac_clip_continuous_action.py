@@ -283,3 +283,16 @@ def test_evaluate_plays_episodes_as_the_env_ends_them(tiny_clip_spec, tmp_path):
     for row in rows:
         with VideoFileClip(os.path.join(folder, f"eval-episode-{row['episode']}.mp4")) as clip:
             assert round(clip.duration * clip.fps) == int(row["length"])
+
+
+@pytest.mark.parametrize("args, warned", [
+    (["--reward", "env", "--render-size", 32], True),
+    (["--reward", "env", "--prompt", "a pendulum pointing straight up"], True),
+    (["--reward", "env", "--task", "pendulum-upright"], False),
+    (["--task", "pendulum-upright", "--render-size", 32], False),
+])  # fmt: skip
+def test_a_flag_that_does_nothing_with_the_env_reward_is_warned_about(args, warned, tmp_path):
+    result = run_script(SCRIPT, ["--clip-model", TINY_PENDULUM_CLIP, *args, "--total-timesteps", 8, "--num-envs", 2,
+                                 "--learning-starts", 8], tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ("warning: --reward env learns from the env's own reward" in result.stderr) == warned
