@@ -30,9 +30,9 @@ RUNS = {
                              "--hidden-sizes", 32, 32, "--buffer-size", 1000, "--checkpoint-frequency", 60,
                              "--image-frequency", 50],
     "sac_clip_continuous_action.py": ["--clip-model", f"local-dir:{REPO_ROOT}/assets/tiny-pendulum-clip-for-tests",
-                                      "--task", "pendulum-upright", "--render-size", 64, "--total-timesteps", 900,
+                                      "--task", "pendulum-upright", "--render-size", 64, "--total-timesteps", 600,
                                       "--num-envs", 2, "--learning-starts", 200, "--batch-size", 32, "--gradient-steps", 2,
-                                      "--buffer-size", 2000, "--checkpoint-frequency", 300, "--image-frequency", 200],
+                                      "--buffer-size", 2000, "--checkpoint-frequency", 200, "--image-frequency", 200],
 }
 
 
