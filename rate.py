@@ -81,14 +81,9 @@ def sample_video_frames(video, folder, count):
     from moviepy import VideoFileClip
     from PIL import Image
 
-    try:
-        with VideoFileClip(video, audio=False) as clip:
-            times = np.linspace(0, max(clip.duration - 1 / clip.fps, 0), count)
-            frames = [clip.get_frame(t) for t in times]
-    except Exception as error:  # moviepy raises OSError, IOError or KeyError for what ffmpeg cannot read
-        raise LabelError(
-            f"cannot read the video {video} ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-        )
+    with VideoFileClip(check_video(video), audio=False) as clip:
+        times = np.linspace(0, max(clip.duration - 1 / clip.fps, 0), count)
+        frames = [clip.get_frame(t) for t in times]
     paths = []
     stem = os.path.splitext(os.path.basename(video))[0]
     for index, frame in enumerate(frames):
@@ -98,6 +93,19 @@ def sample_video_frames(video, folder, count):
     return paths
 
 
+def check_video(video):
+    """The video's path, or LabelError unless it decodes (a person would otherwise meet an empty player)."""
+    from moviepy import VideoFileClip
+
+    try:
+        with VideoFileClip(video, audio=False) as clip:
+            clip.get_frame(0)
+    except Exception as error:  # moviepy raises OSError, IOError or KeyError for what ffmpeg cannot read
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LabelError(f"cannot read the video {video} ({cause})") from None
+    return video
+
+
 def find_items(folder, kind, frames_per_video):
     """[(path relative to folder, media)] of the label set: PNG/JPG frames (media image) or videos (media video); for
     frames from videos, the sampled PNGs (written once into FOLDER/sampled_frames)."""
@@ -105,7 +113,7 @@ def find_items(folder, kind, frames_per_video):
     frames = [f for f in files if f.lower().endswith(FRAME_FILES) and "sampled_frames" not in os.path.relpath(f, folder)]
     videos = [f for f in files if f.lower().endswith(VIDEO_FILES)]
     if kind == "episodes":
-        found = [(path, "video") for path in videos]
+        found = [(check_video(path), "video") for path in videos]
     elif frames:
         found = [(path, "image") for path in frames]
     else:
@@ -123,12 +131,16 @@ def open_label_set(folder, kind, prompt, frames_per_video=5):
     another --kind or --prompt is refused: the labels answer the question they were given."""
     if not os.path.isdir(folder):
         raise LabelError(f"{folder}: no such folder")
+    new = not os.path.exists(os.path.join(folder, DATABASE))
+    if new and prompt is None:
+        raise LabelError("--prompt is needed the first time a folder is rated: the sentence the raters judge")
+    items = find_items(folder, kind, frames_per_video) if new else None  # before any file is made
     connection = connect(os.path.join(folder, DATABASE))
     meta = dict(connection.execute("SELECT key, value FROM meta"))
     if not meta:
         if prompt is None:
             raise LabelError("--prompt is needed the first time a folder is rated: the sentence the raters judge")
-        items = find_items(folder, kind, frames_per_video)
+        items = items or find_items(folder, kind, frames_per_video)
         with connection:
             connection.execute("BEGIN")
             connection.executemany("INSERT INTO items (path, media) VALUES (?, ?)", items)

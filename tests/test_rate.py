@@ -289,6 +289,8 @@ def test_bad_starts_end_in_one_line(cartpole_frames, tmp_path):
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "eval-episode-0.mp4").write_bytes(b"not a video")
     assert_one_line_error(run_rate("serve", tmp_path / "videos", "--prompt", "x", "--kind", "frames"), "cannot read the video")
+    assert_one_line_error(run_rate("serve", tmp_path / "videos", "--prompt", "x"), "cannot read the video")  # episodes
+    assert not (tmp_path / "videos" / rate.DATABASE).exists() and not (tmp_path / "empty" / rate.DATABASE).exists()
     (tmp_path / "corrupt").mkdir()
     shutil.copy(folder / "state-000.png", tmp_path / "corrupt")
     (tmp_path / "corrupt" / rate.DATABASE).write_bytes(b"this is not a database" * 100)
