@@ -66,8 +66,8 @@ class Args:
     alpha: float = 0.0
     """goal-baseline regularisation strength in [0, 1]: 0 the plain cosine reward, 1 only the b->g direction"""
     task: Optional[Literal[tuple(clip_envs.ENV_TASKS)]] = None
-    """a goal whose success the script can check on the env's observation (clip_envs.ENV_TASKS): it sets --env-id and
-    the prompts (unless given) and logs charts/success; without it a run has no automatic success (rate its videos)"""
+    """a goal whose success the script can check on the env's observation (clip_envs.ENV_TASKS; --env-id must be its
+    env): it sets the prompts unless given and logs charts/success; without it a run has no automatic success"""
     clip_model: str = "ViT-bigG-14/laion2b_s39b_b160k"
     """open_clip model: ARCH/PRETRAINED, ARCH with --clip-checkpoint, or local-dir:/path; default: the paper's humanoid CLIP"""
     clip_checkpoint: Optional[str] = None
