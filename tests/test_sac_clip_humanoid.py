@@ -162,3 +162,46 @@ def test_the_start_line_says_how_a_run_is_judged(tiny_clip_spec, tmp_path, monke
         assert expected in result.stdout.splitlines()[0], result.stdout
     message = exit_message(SCRIPT, ["--prompt", HANDSTAND, "--reward", "ground-truth"], tmp_path, monkeypatch)
     assert "--reward must be clip with a --prompt alone" in message
+
+
+def test_center_rewards_subtracts_the_batchs_mean_reward_in_the_critics_target(tmp_path, monkeypatch):
+    """--center-rewards: with the same seed, networks and first batch, the first critic target of a centred run is the
+    plain run's minus that batch's mean reward, for every transition (not each transition's own reward, not nothing).
+    The task's ground-truth score is the reward: no render, no CLIP."""
+    import runpy
+    import sys
+
+    import torch.nn.functional as F
+
+    import run_utils
+    from conftest import REPO_ROOT
+
+    seen = {}
+    real_mse_loss, real_sample = F.mse_loss, run_utils.ReplayBuffer.sample
+
+    def mse_loss(values, target, *args, **kwargs):
+        seen.setdefault("target", target.detach().clone())
+        return real_mse_loss(values, target, *args, **kwargs)
+
+    def sample(self, batch_size):
+        data = real_sample(self, batch_size)
+        seen.setdefault("rewards", data.rewards.flatten().clone())
+        return data
+
+    targets = {}
+    for flags in ([], ["--center-rewards"]):
+        seen.clear()
+        (tmp_path / str(len(flags))).mkdir()
+        monkeypatch.chdir(tmp_path / str(len(flags)))
+        monkeypatch.setattr(F, "mse_loss", mse_loss)
+        monkeypatch.setattr(run_utils.ReplayBuffer, "sample", sample)
+        args = ["--reward", "ground-truth", "--task", "kneeling", "--total-timesteps", 24, "--num-envs", 2,
+                "--episode-length", 10, "--learning-starts", 20, "--train-frequency", 1, "--gradient-steps", 1, "--batch-size", 16,
+                "--no-async-envs", "--no-cuda", *flags]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", [SCRIPT, *map(str, args)])
+        runpy.run_path(os.path.join(REPO_ROOT, SCRIPT), run_name="__main__")
+        targets[bool(flags)] = seen["target"], seen["rewards"]
+    (plain, rewards), (centred, same_rewards) = targets[False], targets[True]
+    torch.testing.assert_close(rewards, same_rewards, rtol=0, atol=0)  # the same first batch
+    assert rewards.std() > 0  # rewards that differ, so that each transition's own reward would show
+    torch.testing.assert_close(plain - centred, torch.full_like(plain, rewards.mean().item()), rtol=0, atol=2e-5)
