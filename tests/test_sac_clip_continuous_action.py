@@ -304,3 +304,32 @@ def test_a_flag_that_does_nothing_with_the_env_reward_is_warned_about(args, warn
     with pytest.raises(SystemExit, match="the run would start here"):
         runpy.run_path(os.path.join(REPO_ROOT, SCRIPT), run_name="__main__")
     assert ("warning: --reward env learns from the env's own reward" in capsys.readouterr().err) == warned
+
+
+def test_track_and_capture_video_on_any_env(tiny_clip_spec, tmp_path, monkeypatch):
+    """--track (wandb offline: nothing leaves the machine) and --capture-video on InvertedPendulum: the episode videos,
+    at the env's own frame size, reach wandb and TensorBoard; the synced scalars include the CLIP and env returns."""
+    import glob
+
+    from moviepy import VideoFileClip
+
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = ["--clip-model", tiny_clip_spec, "--env-id", "InvertedPendulum-v5", "--prompt", "a pole balanced upright",
+            "--render-size", 48, "--total-timesteps", 120, "--num-envs", 2, "--learning-starts", 60, "--track",
+            "--wandb-project-name", "vlmrm-test", "--capture-video"]  # fmt: skip
+    result = run_script(SCRIPT, args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (offline_run,) = glob.glob(os.path.join(tmp_path, "wandb", "offline-run-*"))
+    assert glob.glob(os.path.join(offline_run, "files", "media", "videos", "*.mp4"))
+    with open(glob.glob(os.path.join(offline_run, "*.wandb"))[0], "rb") as f:
+        record = f.read()
+    for key in (b"env_id", b"charts/episodic_clip_return", b"charts/episodic_return"):
+        assert key in record, key
+    videos = sorted(glob.glob(str(tmp_path / "videos" / "*" / "*.mp4")))
+    assert videos
+    with VideoFileClip(videos[0]) as clip:
+        assert tuple(clip.size) == (480, 480)  # the env's own frame, not the 48 px CLIP sees
+    _, events, _ = read_scalars(tmp_path)
+    assert "videos/episode" in events.Tags()["images"]
