@@ -59,8 +59,7 @@ class Args:
     reward: Literal["clip", "env"] = "clip"
     """what the agent learns from: the CLIP reward of the rendered frame, or the env's own reward (the reference)"""
     prompt: Optional[tuple[str, ...]] = None
-    """the task as a sentence (the goal prompt g), e.g. "a pendulum pointing straight up"; several prompts are
-    embedded, normalised and averaged; default: --task's"""
+    """the task as a sentence, the goal prompt g ("a pendulum pointing straight up"; several are averaged); or --task's"""
     baseline_prompt: Optional[tuple[str, ...]] = None
     """the baseline prompt b describing the scene in general (e.g. "a pendulum"); needed when alpha > 0; default: --task's"""
     alpha: float = 0.0
@@ -383,9 +382,7 @@ if __name__ == "__main__":
                 q_optimizer.step()
 
                 if num_updates % args.policy_frequency == 0:  # TD 3 Delayed update support
-                    for _ in range(
-                        args.policy_frequency
-                    ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                    for _ in range(args.policy_frequency):  # compensate for the delay: policy_frequency updates at once
                         pi, log_pi, _ = actor.get_action(data.observations)
                         qf1_pi = qf1(data.observations, pi)
                         qf2_pi = qf2(data.observations, pi)

@@ -50,18 +50,15 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this folder (runs/...) from its latest checkpoint, with its saved arguments, to its total steps"""
     image_frequency: int = 50000
-    """every this many env steps, TensorBoard gets the frames with the highest and lowest CLIP reward since the last
-    (images/*) and the rewards' histogram (0: never)"""
+    """every this many env steps, TensorBoard gets the highest- and lowest-reward frames and their histogram (0: never)"""
 
     # CLIP reward (VLM-RM)
     reward: Literal["clip", "ground-truth"] = "clip"
     """what SAC learns from: the CLIP reward of the frame, or the task's ground-truth score of the state (no render)"""
     task: Optional[Literal[tuple(clip_envs.HUMANOID_TASKS)]] = None
-    """one of the paper's eight tasks: sets the goal prompt (Table 3) and the automatic success (the pose's predicate);
-    default kneeling, unless --prompt is given: a new sentence has no automatic success (a person rates its videos)"""
+    """one of the paper's eight tasks: its Table 3 prompt and automatic success; default kneeling unless --prompt is given"""
     prompt: Optional[tuple[str, ...]] = None
-    """the goal prompt g, overriding the task's; with --task, a rewording of that task, judged by its predicate (several
-    prompts are embedded, normalised and averaged)"""
+    """the goal prompt g (several are averaged); without --task a new sentence, which has no automatic success"""
     baseline_prompt: tuple[str, ...] = (clip_envs.PROMPTS["humanoid"][1],)
     """the baseline prompt b describing the scene in general; only used when alpha > 0"""
     alpha: float = 0.0
@@ -125,8 +122,7 @@ class Args:
     autotune: bool = True
     """automatic tuning of the entropy coefficient"""
     center_rewards: bool = False
-    """subtract each batch's mean reward in the critic's target: episodes end only by the time limit, so the best
-    policy stays the same while Q values stay near 0 instead of ~reward/(1-gamma) (docs/sac_clip_humanoid.md#results)"""
+    """subtract each batch's mean reward in the critic's target (no episode ends early: the same best policy)"""
     hidden_sizes: tuple[int, int] = (256, 256)
     """units in the two hidden layers of the actor and the Q networks (the paper's 256 256)"""
 
@@ -137,8 +133,7 @@ ARG_RULES = {  # every argument and what it may be, checked before any work (run
     "render_quality": run_utils.RENDER_QUALITY,
     "buffer_size": run_utils.fits_in_memory(2 * 348 + 17 + 2),  # observation, next observation, action, reward, done
     "env_id": run_utils.Rule(lambda value, args: value == "Humanoid-v5", "Humanoid-v5, for which the tasks are built"),
-    "reward": run_utils.Rule(lambda value, args: value == "clip" or args.task or not args.prompt,
-                             "clip with a --prompt alone (the ground truth is a --task's score)"),
+    "reward": run_utils.Rule(lambda v, a: v == "clip" or bool(a.task or not a.prompt), "clip for a --prompt alone"),
 }
 
 
@@ -244,10 +239,9 @@ if __name__ == "__main__":
     reward_model = None
     if args.reward == "clip":
         with run_utils.exit_on_bad_input():
-            reward_model = clip_reward.load_reward_model(
-                args.clip_model, target_prompts=args.prompt, baseline_prompts=args.baseline_prompt, alpha=args.alpha,
-                checkpoint=args.clip_checkpoint, device=device, batch_size=args.reward_batch_size,
-                precision=args.clip_precision,
+            reward_model = clip_reward.load_reward_model(  # the model, goal prompts, baseline prompts and alpha
+                args.clip_model, args.prompt, args.baseline_prompt, args.alpha, checkpoint=args.clip_checkpoint, device=device,
+                batch_size=args.reward_batch_size, precision=args.clip_precision,
             )  # fmt: skip
     # ==============================================================================================================
 
@@ -323,21 +317,18 @@ if __name__ == "__main__":
             rewards, along, off = reward_model.score(frames)
             rewards = rewards.cpu().numpy()
             episode_sums["clip_return"] += np.where(autoreset, 0.0, rewards)
-            task = infos[args.task] if args.task else None  # a new sentence's frames carry no task label
-            reward_window.add(frames, rewards, along, off, task=task, keep=~autoreset)  # what CLIP pays for
+            reward_window.add(frames, rewards, along, off, task=infos[args.task] if args.task else None, keep=~autoreset)
             reward_window.write_if_due(global_step)
         else:
             rewards = ground_truth_rewards
         # ===========================================================================================
 
-        # Success without a human rater: the task's predicate on the state (clip_envs.TASK_PREDICATES) on at least half of
-        # the episode's steps (the paper's rule); pose/* log every task's fraction and the mean heights.
-        for name in clip_envs.POSE_INDICATORS:
+        for name in clip_envs.POSE_INDICATORS:  # each task's predicate on the state, logged as pose/*
             episode_sums[name] += np.where(autoreset, 0.0, infos[name])
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
                 episodic_return, length = infos["episode"]["r"][i], infos["episode"]["l"][i]  # the task's score, or Humanoid's
-                clip_return, judged = episode_sums["clip_return"][i], {}
+                clip_return, judged = episode_sums["clip_return"][i], {}  # a --task's success: it holds on >= 1/2 of the steps
                 writer.add_scalar("charts/episodic_return", episodic_return, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
                 if args.task:
@@ -391,9 +382,7 @@ if __name__ == "__main__":
                 q_optimizer.step()
 
                 if num_updates % args.policy_frequency == 0:  # TD 3 Delayed update support
-                    for _ in range(
-                        args.policy_frequency
-                    ):  # compensate for the delay by doing 'actor_update_interval' instead of 1
+                    for _ in range(args.policy_frequency):  # compensate for the delay: policy_frequency updates at once
                         pi, log_pi, _ = actor.get_action(data.observations)
                         qf1_pi = qf1(data.observations, pi)
                         qf2_pi = qf2(data.observations, pi)

@@ -161,7 +161,7 @@ def test_the_start_line_says_how_a_run_is_judged(tiny_clip_spec, tmp_path, monke
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout.splitlines()[0], result.stdout
     message = exit_message(SCRIPT, ["--prompt", HANDSTAND, "--reward", "ground-truth"], tmp_path, monkeypatch)
-    assert "--reward must be clip with a --prompt alone" in message
+    assert "--reward must be clip for a --prompt alone" in message
 
 
 def test_center_rewards_subtracts_the_batchs_mean_reward_in_the_critics_target(tmp_path, monkeypatch):
