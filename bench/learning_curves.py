@@ -69,14 +69,14 @@ def blocks(values, block):
     return [float(np.mean(values[i : i + block])) for i in range(0, len(values), block)]
 
 
-def summary_line(name, values, random_value):
+def summary_line(name, values, random_value, of="final"):
     """`final <name> M ± S over N seeds (each a b c; random Y)`: the mean and the population standard deviation
-    (numpy's default, ddof 0) of each seed's final value, each listed in seed order."""
+    (numpy's default, ddof 0) of each seed's final value, each listed in seed order; `of` names what was measured."""
     values = np.asarray(values, dtype=float)
     each = " ".join(f"{value:.2f}" for value in values)
     seeds = "seed" if len(values) == 1 else "seeds"
     return (
-        f"final {name} {values.mean():.2f} ± {values.std():.2f} over {len(values)} {seeds} "
+        f"{of} {name} {values.mean():.2f} ± {values.std():.2f} over {len(values)} {seeds} "
         f"(each {each}; random {random_value:.2f})"
     )
 

@@ -9,8 +9,9 @@ over --validation-episodes at the training frame size, and evaluates it with eva
 paper's pick (the highest training return) and the final policy alike. Writes to --output-dir the run's learning
 curve (<label>.csv), this report (<label>.txt), a video of the chosen policy at 480 px (<label>.mp4), and redraws
 kneeling_learning_curves.png from every curve there (mean over seeds, band from the lowest to the highest seed); every
-file of a seed ends in -seed-<seed>. Last line: `final success rate M ± S over N seeds (each a b c; random Y)`, of
-each seed's chosen checkpoint.
+file of a seed ends in -seed-<seed>. Last lines: the final policy's success rate over seeds, how many seeds succeed
+on >= 0.5 of the episodes, and `final success rate M ± S over N seeds (each a b c; random Y)`, of each seed's chosen
+checkpoint.
 
     python bench/sac_tiny_clip_kneeling.py                              # "a humanoid robot kneeling", ~90 min on 2 cores
     python bench/sac_tiny_clip_kneeling.py --reward ground-truth        # the reference
@@ -136,9 +137,21 @@ def validated_checkpoint(run_dir, output_dir, reward, episodes):
     return best, returns[best]
 
 
+def summary_lines(chosen, final, random_rate):
+    """The bench's last lines: the final policies' success over seeds, how many seeds succeed on at least half of
+    the episodes (the chosen checkpoint's and the final policy's), then the chosen checkpoints' success over seeds."""
+    return [
+        summary_line("success rate", final, random_rate, of="the final policy's (no choosing)"),
+        f"success >= 0.5 in {sum(rate >= 0.5 for rate in chosen)} of {len(chosen)} seeds (the chosen checkpoint), "
+        f"{sum(rate >= 0.5 for rate in final)} of {len(final)} (the final policy)",
+        summary_line("success rate", chosen, random_rate),
+    ]
+
+
 def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
     """One seed: train (unless --run-dir), choose a checkpoint by the learned reward's validation return, evaluate it.
-    Writes the seed's curve, report and video to --output-dir; returns (the chosen checkpoint's success rate, report)."""
+    Writes the seed's curve, report and video to --output-dir; returns the success rates of the chosen checkpoint and
+    of the final policy, and the report."""
     run_dir = args.run_dir
     if run_dir is None:
         os.makedirs(workdir, exist_ok=True)
@@ -174,7 +187,8 @@ def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
         "paper": evaluate(run_dir, f"{eval_dir}_paper", *test),
         "final": evaluate(run_dir, f"{eval_dir}_final", "--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt")), *test),
     }  # fmt: skip
-    success_rate = float(re.search(r"success rate ([0-9.]+)", evaluations["validated"][-1]).group(1))
+    rates = {name: float(re.search(r"success rate ([0-9.]+)", lines[-1]).group(1)) for name, lines in evaluations.items()}
+    success_rate, final_rate = rates["validated"], rates["final"]
     written_to = re.search(r"written to (.+)$", evaluations["validated"][-1]).group(1)  # evaluate.py never overwrites
     (video,) = glob.glob(os.path.join(written_to, "*.mp4"))
     shutil.copy(video, os.path.join(args.output_dir, f"{slug(label)}-seed-{seed}.mp4"))
@@ -203,7 +217,7 @@ def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
     report.append(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")
     with open(os.path.join(args.output_dir, f"{slug(label)}-seed-{seed}.txt"), "w") as f:
         f.write("\n".join(report) + "\n")
-    return success_rate, report
+    return success_rate, final_rate, report
 
 
 if __name__ == "__main__":
@@ -241,6 +255,6 @@ if __name__ == "__main__":
               ("kneeling_fraction", "kneeling fraction", (-0.02, 1.02))]  # fmt: skip
     title = f"sac_clip_humanoid.py --task kneeling, {args.render_size} px"
     plot_curves(args.output_dir, "kneeling_learning_curves.png", panels, args.block, title)
-    for _, report in results:
+    for *_, report in results:
         print("\n".join(report))
-    print(summary_line("success rate", [success for success, _ in results], random_rate))
+    print("\n".join(summary_lines([chosen for chosen, *_ in results], [final for _, final, _ in results], random_rate)))

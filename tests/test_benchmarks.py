@@ -31,3 +31,14 @@ def test_sps_refuses_a_measurement_of_another_setting(capsys):
     assert "the env workers render [(224, 4096, 4), (224, 4096, 4)]" in str(exit_info.value.code)
     with pytest.raises(SystemExit):  # one env short
         sps.check_workers_render({"worker_render": [(224, 512, 0)]}, args)
+
+
+def test_the_kneeling_bench_counts_seeds_on_both_sides_of_half_and_ends_with_the_chosen_checkpoints():
+    from sac_tiny_clip_kneeling import summary_lines
+
+    final_policy, seeds_at_half, chosen = summary_lines([0.5, 0.45, 1.0, 0.55], [0.49, 0.5, 0.2, 0.0], 0.05)
+    assert final_policy == (
+        "the final policy's (no choosing) success rate 0.30 ± 0.21 over 4 seeds (each 0.49 0.50 0.20 0.00; random 0.05)"
+    )
+    assert seeds_at_half == "success >= 0.5 in 3 of 4 seeds (the chosen checkpoint), 1 of 4 (the final policy)"
+    assert chosen == "final success rate 0.62 ± 0.22 over 4 seeds (each 0.50 0.45 1.00 0.55; random 0.05)"

@@ -54,6 +54,8 @@ def test_the_summary_line_gives_mean_std_and_each_seed_in_seed_order():
     line = summary_line("success rate", [0.55, 0.05, 0.90], 0.0)
     assert line == "final success rate 0.50 ± 0.35 over 3 seeds (each 0.55 0.05 0.90; random 0.00)"
     assert summary_line("success rate", [1.0], 0.02) == "final success rate 1.00 ± 0.00 over 1 seed (each 1.00; random 0.02)"
+    last = summary_line("success rate", [0.1, 0.3], 0.0, of="the final policy's")
+    assert last == "the final policy's success rate 0.20 ± 0.10 over 2 seeds (each 0.10 0.30; random 0.00)"
 
 
 def test_seeds_run_side_by_side_up_to_parallel_and_come_back_in_seed_order():
