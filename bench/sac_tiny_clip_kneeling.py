@@ -13,7 +13,7 @@ file of a seed ends in -seed-<seed>. Last lines: the final policy's success rate
 on >= 0.5 of the episodes, and `final success rate M ± S over N seeds (each a b c; random Y)`, of each seed's chosen
 checkpoint.
 
-    python bench/sac_tiny_clip_kneeling.py                              # "a humanoid robot kneeling", ~90 min on 2 cores
+    python bench/sac_tiny_clip_kneeling.py                              # "a humanoid robot kneeling", 2-2.5 h on 2 cores
     python bench/sac_tiny_clip_kneeling.py --reward ground-truth        # the reference
     python bench/sac_tiny_clip_kneeling.py --prompt "a humanoid robot standing up"
 
