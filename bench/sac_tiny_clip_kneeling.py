@@ -1,17 +1,18 @@
 """Benchmark: does SAC teach the humanoid to kneel from one sentence, over seeds, offline on a CPU?
 
-For each of --seeds (side by side, one torch thread each), trains sac_clip_humanoid.py --task kneeling in the default scene at 128 px with the cheap render (shadow map 512, no
-multisampling), rewarded by the project's tiny humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or
-with --reward ground-truth by the task's dense score of the MuJoCo state (the reference), then picks a checkpoint
-(one every --checkpoint-frequency steps) by the return its deterministic policy earns from the reward it learned,
-over --validation-episodes at the training frame size, and evaluates it with evaluate.py: deterministic actions,
-20 episodes on other seeds, success = kneeling on at least half of the steps. For comparison it also evaluates the
-paper's pick (the highest training return) and the final policy alike. Writes to --output-dir the run's learning
-curve (<label>.csv), this report (<label>.txt), a video of the chosen policy at 480 px (<label>.mp4), and redraws
-kneeling_learning_curves.png from every curve there (mean over seeds, band from the lowest to the highest seed); every
-file of a seed ends in -seed-<seed>. Last lines: the final policy's success rate over seeds, how many seeds succeed
-on >= 0.5 of the episodes, and `final success rate M ± S over N seeds (each a b c; random Y)`, of each seed's chosen
-checkpoint.
+For each of --seeds (side by side, one torch thread each), trains sac_clip_humanoid.py --task kneeling in the
+default scene at 128 px with the cheap render (shadow map 512, no multisampling), rewarded by the project's tiny
+humanoid CLIP (a test asset, assets/make_tiny_humanoid_clip.py), or with --reward ground-truth by the task's dense
+score of the MuJoCo state (the reference), then picks a checkpoint (one every --checkpoint-frequency steps) by the
+return its deterministic policy earns from the reward it learned, over --validation-episodes at the training frame
+size, and evaluates it with evaluate.py: deterministic actions, 20 episodes on other seeds, success = kneeling on at
+least half of the steps. For comparison it also evaluates the paper's pick (the highest training return) and the
+final policy alike, each distinct checkpoint once. Writes to --output-dir the run's learning curve (<label>.csv),
+this report (<label>.txt), a video of the chosen policy at 480 px (<label>.mp4), and redraws
+kneeling_learning_curves.png from every curve there (mean over seeds, band from the lowest to the highest seed);
+every file of a seed ends in -seed-<seed>. Last lines: the final policy's success rate over seeds, how many seeds
+succeed on >= 0.5 of the episodes, and `final success rate M ± S over N seeds (each a b c; random Y)`, of each
+seed's chosen checkpoint.
 
     python bench/sac_tiny_clip_kneeling.py                              # "a humanoid robot kneeling", 2-2.5 h on 2 cores
     python bench/sac_tiny_clip_kneeling.py --reward ground-truth        # the reference
@@ -38,6 +39,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 import clip_envs  # noqa: E402
+from evaluate import checkpoints_by_return  # noqa: E402
 from bench.learning_curves import check_seeds, plot_curves, run_seeds, save_curve, slug, summary_line, train_in  # noqa: E402
 
 # The paper's humanoid SAC (gamma 0.95, learning rates 6e-4, 256 units, entropy autotuned) with what a CPU affords:
@@ -137,6 +139,16 @@ def validated_checkpoint(run_dir, output_dir, reward, episodes):
     return best, returns[best]
 
 
+def evaluate_once(picks, evaluate_checkpoint):
+    """{name: evaluate_checkpoint(name, path)} for picks {name: checkpoint path}: each distinct checkpoint is evaluated
+    once, under the first name that picked it, and every name that picked it gets that evaluation."""
+    evaluated = {}
+    for name, path in picks.items():
+        if path not in evaluated:
+            evaluated[path] = evaluate_checkpoint(name, path)
+    return {name: evaluated[path] for name, path in picks.items()}
+
+
 def summary_lines(chosen, final, random_rate):
     """The bench's last lines: the final policies' success over seeds, how many seeds succeed on at least half of
     the episodes (the chosen checkpoint's and the final policy's), then the chosen checkpoints' success over seeds."""
@@ -182,11 +194,9 @@ def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
     # deterministic, with a video at 480 px (success is the state's; the frame size only shows it)
     chosen, validation_return = validated_checkpoint(run_dir, f"{eval_dir}_validation", args.reward, args.validation_episodes)
     test = ["--episodes", str(args.eval_episodes), "--video-episodes", "1", "--render-size", "480"]
-    evaluations = {
-        "validated": evaluate(run_dir, f"{eval_dir}_validated", "--checkpoint", chosen, *test),
-        "paper": evaluate(run_dir, f"{eval_dir}_paper", *test),
-        "final": evaluate(run_dir, f"{eval_dir}_final", "--checkpoint", max(glob.glob(f"{run_dir}/checkpoints/step_*.pt")), *test),
-    }  # fmt: skip
+    ranked = checkpoints_by_return(run_dir)  # evaluate.py's own pick: the paper's
+    picks = {"validated": chosen, "paper": ranked[0][2], "final": max(glob.glob(f"{run_dir}/checkpoints/step_*.pt"))}
+    evaluations = evaluate_once(picks, lambda name, path: evaluate(run_dir, f"{eval_dir}_{name}", "--checkpoint", path, *test))
     rates = {name: float(re.search(r"success rate ([0-9.]+)", lines[-1]).group(1)) for name, lines in evaluations.items()}
     success_rate, final_rate = rates["validated"], rates["final"]
     written_to = re.search(r"written to (.+)$", evaluations["validated"][-1]).group(1)  # evaluate.py never overwrites
@@ -211,7 +221,7 @@ def train_and_evaluate(args, seed, prompt, label, workdir, random_rate):
     step = int(re.search(r"step_0*([0-9]+)", chosen).group(1))
     report.append(f"checkpoint of step {step}: the highest validation return ({validation_return:.2f})")
     report.append(f"evaluate.py, that checkpoint: {without_paths(evaluations['validated'][-1])}")
-    paper_pick = evaluations["paper"][0].split(": ", 1)[1]
+    paper_pick = f"the highest training return ({ranked[0][0]:.2f}) of {len(ranked)} checkpoints"
     report.append(f"evaluate.py, the paper's pick ({paper_pick}): {without_paths(evaluations['paper'][-1])}")
     report.append(f"evaluate.py, the final policy: {without_paths(evaluations['final'][-1])}")
     report.append(f"final success rate {success_rate:.2f} (random {random_rate:.2f})")

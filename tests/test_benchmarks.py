@@ -42,3 +42,21 @@ def test_the_kneeling_bench_counts_seeds_on_both_sides_of_half_and_ends_with_the
     )
     assert seeds_at_half == "success >= 0.5 in 3 of 4 seeds (the chosen checkpoint), 1 of 4 (the final policy)"
     assert chosen == "final success rate 0.62 ± 0.22 over 4 seeds (each 0.50 0.45 1.00 0.55; random 0.05)"
+
+
+def test_the_kneeling_bench_evaluates_each_distinct_checkpoint_once_and_gives_every_pick_its_own():
+    from sac_tiny_clip_kneeling import evaluate_once
+
+    calls = []
+
+    def evaluate_checkpoint(name, path):
+        calls.append((name, path))
+        return [f"success rate of {path}"]
+
+    picks = {"validated": "step_96.pt", "paper": "step_150.pt", "final": "step_150.pt"}
+    evaluations = evaluate_once(picks, evaluate_checkpoint)
+    assert calls == [("validated", "step_96.pt"), ("paper", "step_150.pt")]
+    assert evaluations == {name: [f"success rate of {path}"] for name, path in picks.items()}
+    calls.clear()
+    evaluate_once({"validated": "a.pt", "paper": "b.pt", "final": "c.pt"}, evaluate_checkpoint)
+    assert [path for _, path in calls] == ["a.pt", "b.pt", "c.pt"]
